@@ -1,0 +1,4 @@
+// Entry point of memfd-bindd.
+import { main } from './main.js';
+
+await main(process.argv);

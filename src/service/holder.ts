@@ -1,0 +1,73 @@
+// Holder processes: one `sleep infinity` per binding keeps the memfd open as its fd 3, so the
+// mount's magic link `/proc/<holder>/fd/3` stays valid when the service itself restarts.
+import { spawn } from 'node:child_process';
+import { readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+
+/** argv[0] of every holder; `ps` and the adoption at start-up recognise holders by it. */
+export const HOLDER_NAME = 'memfd-bind-holder';
+export const HOLDER_FD = 3;
+const SLEEP = '/bin/sleep';
+
+/** Starts a holder that keeps `memfd` open; returns its pid once it runs. */
+export function spawnHolder(memfd: number): number {
+	// stdio slot 3 is dup2'ed to fd 3 in the child, which clears close-on-exec there only.
+	const child = spawn(SLEEP, ['infinity'], {
+		argv0: HOLDER_NAME,
+		detached: true,
+		stdio: ['ignore', 'ignore', 'ignore', memfd],
+	});
+	// spawn() reports exec failures asynchronously; a pid proves the child exists.
+	child.on('error', () => {});
+	child.unref();
+	if (child.pid === undefined) {
+		throw Object.assign(new Error(`spawn ${SLEEP}: no pid`), { code: 'ESPAWN' });
+	}
+	// The kernel must never pick a holder when memory runs short: its death breaks a binary.
+	try {
+		writeFileSync(`/proc/${child.pid}/oom_score_adj`, '-1000');
+	} catch {
+		// Without CAP_SYS_RESOURCE the score stays as inherited; the binding still works.
+	}
+	return child.pid;
+}
+
+/** Tells whether `pid` is a running holder (argv[0] is HOLDER_NAME). */
+export function isHolder(pid: number): boolean {
+	try {
+		const argv0 = readFileSync(`/proc/${pid}/cmdline`).toString('utf8').split('\0')[0];
+		return argv0 === HOLDER_NAME;
+	} catch {
+		return false;
+	}
+}
+
+/** Returns the memfd name behind a process's fd, e.g. `/memfd:memfd-bind:/x (deleted)`. */
+export function fdTarget(pid: number, fd: number): string | undefined {
+	try {
+		return readlinkSync(`/proc/${pid}/fd/${fd}`);
+	} catch {
+		return undefined;
+	}
+}
+
+/** Returns a process's command name, or undefined once it is gone. */
+export function processName(pid: number): string | undefined {
+	try {
+		return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+	} catch {
+		return undefined;
+	}
+}
+
+/** Stops a holder; does nothing when the pid is no longer a holder (gone, or reused). */
+export function stopHolder(pid: number): boolean {
+	if (!isHolder(pid)) {
+		return false;
+	}
+	try {
+		process.kill(pid, 'SIGKILL');
+		return true;
+	} catch {
+		return false;
+	}
+}

@@ -1,0 +1,183 @@
+// memfd-bindd: connects to the system bus, takes over or restores bindings, owns the bus name,
+// and serves until SIGTERM (release everything), idleness (exit 0) or a lost bus (exit 1).
+import { readFileSync } from 'node:fs';
+import { Command, InvalidArgumentError } from 'commander';
+import dbus from 'dbus-next';
+import type { MessageBus } from 'dbus-next';
+import { BUS_NAME } from '../common/names.js';
+import { quote } from '../common/quote.js';
+import { Authorizer } from './authorize.js';
+import { Binder } from './binder.js';
+import { serveObject } from './bus.js';
+import { describeErrno } from './errors.js';
+import { log, setDebug } from './log.js';
+import { Manager } from './manager.js';
+import { validatePath } from './paths.js';
+import { StateStore, readDeclaredPaths } from './state.js';
+
+interface Options {
+	stateDir: string;
+	configDir: string;
+	maxSize: number;
+	idleTimeout: number;
+	debug: boolean;
+}
+
+const VERSION = readVersion();
+
+/** Runs the service until it is told to stop. */
+export async function main(argv: string[]): Promise<void> {
+	const options = parseOptions(argv);
+	setDebug(options.debug);
+
+	const bus = dbus.systemBus();
+	watchBus(bus);
+	const state = new StateStore(options.stateDir);
+	let manager: Manager | undefined;
+	const binder = new Binder({ maxSize: options.maxSize, onChange: () => manager?.persist() });
+	manager = new Manager({ bus, binder, authorizer: new Authorizer(bus), state, version: VERSION });
+
+	await restore(binder, manager, state, options.configDir);
+	serveObject(bus, manager.spec());
+	const reply = await bus.requestName(BUS_NAME, dbus.NameFlag.DO_NOT_QUEUE);
+	if (reply !== dbus.RequestNameReply.PRIMARY_OWNER) {
+		log.error(`Failed to own the bus name ${BUS_NAME}: another process owns it`);
+		process.exit(1);
+	}
+	log.info(`Serving ${BUS_NAME} (version ${VERSION}, ${binder.bindings.size} binding(s), state in ${quote(options.stateDir)})`);
+
+	const stop = (signal: string) => void shutdown(bus, binder, manager!, signal);
+	process.once('SIGTERM', () => stop('SIGTERM'));
+	process.once('SIGINT', () => stop('SIGINT'));
+	if (options.idleTimeout > 0) {
+		watchIdle(bus, binder, manager, options.idleTimeout * 1000);
+	}
+}
+
+// Takes over holders left by an earlier run, removes stale mounts at managed paths, then binds
+// what the state folder and /etc/memfd-bind.d ask for and is not bound yet.
+async function restore(binder: Binder, manager: Manager, state: StateStore, configDir: string): Promise<void> {
+	const { adopted, stale } = await binder.adopt();
+	for (const binding of adopted) {
+		log.info(`Adopted the binding of ${quote(binding.path)} (holder pid ${binding.holderPid})`);
+	}
+
+	const saved = state.load();
+	manager.restoreSuspended(saved.filter((entry) => entry.suspended));
+	const wanted = new Map<string, number>();
+	for (const entry of saved.filter((entry) => !entry.suspended)) {
+		wanted.set(entry.path, entry.boundBy);
+	}
+	for (const declared of readDeclaredPaths(configDir, validatePath)) {
+		if (!wanted.has(declared.path)) {
+			wanted.set(declared.path, 0);
+		}
+	}
+
+	for (const path of stale.filter((path) => wanted.has(path))) {
+		try {
+			await binder.cleanup(path);
+		} catch (error: unknown) {
+			log.warning(`Failed to remove the stale mount at ${quote(path)}: ${describeErrno(error)}, ignoring`);
+		}
+	}
+	for (const [path, boundBy] of wanted) {
+		if (binder.bindings.has(path)) {
+			continue;
+		}
+		try {
+			const binding = await binder.bind(path, boundBy);
+			log.info(`Restored the binding of ${quote(binding.path)} sha256=${binding.sha256} holder=${binding.holderPid}`);
+		} catch (error: unknown) {
+			log.error(`Failed to restore the binding of ${quote(path)}: ${(error as Error).message}`);
+		}
+	}
+	for (const path of stale.filter((path) => !wanted.has(path))) {
+		log.notice(`A stale memfd mount is at ${quote(path)}; not managed here, remove it with Cleanup`);
+	}
+	manager.persist();
+}
+
+async function shutdown(bus: MessageBus, binder: Binder, manager: Manager, signal: string): Promise<void> {
+	log.info(`Received ${signal}, releasing ${binder.bindings.size} binding(s)`);
+	manager.freezeState();
+	try {
+		await bus.releaseName(BUS_NAME);
+	} catch {
+		// The bus may already be gone; the bindings are released either way.
+	}
+	await binder.releaseAll();
+	bus.disconnect();
+	process.exit(0);
+}
+
+// Without bindings and calls for `timeout` ms, give the name back and exit: the next call
+// starts the service again through D-Bus activation.
+function watchIdle(bus: MessageBus, binder: Binder, manager: Manager, timeout: number): void {
+	const timer = setInterval(() => {
+		const idle = Date.now() - manager.lastActivity >= timeout;
+		if (!idle || binder.bindings.size > 0 || manager.inFlight > 0) {
+			return;
+		}
+		clearInterval(timer);
+		log.info(`Idle for ${timeout / 1000} s with no bindings, exiting`);
+		void (async () => {
+			await bus.releaseName(BUS_NAME).catch(() => undefined);
+			// Calls already queued for us still get their answers before we go.
+			while (manager.inFlight > 0 || Date.now() - manager.lastActivity < 200) {
+				await new Promise((resolve) => setTimeout(resolve, 50));
+			}
+			bus.disconnect();
+			process.exit(0);
+		})();
+	}, Math.min(1000, timeout));
+}
+
+// A lost bus must not look like a clean exit: systemd restarts the service, and the holders
+// keep every binding working meanwhile.
+function watchBus(bus: MessageBus): void {
+	bus.on('error', (error: unknown) => {
+		log.error(`Lost the connection to the system bus: ${describeErrno(error)}`);
+		process.exit(1);
+	});
+	const stream = (bus as unknown as { _connection?: { stream?: NodeJS.EventEmitter } })._connection?.stream;
+	stream?.on('close', () => {
+		log.error('Lost the connection to the system bus: the bus closed the connection');
+		process.exit(1);
+	});
+}
+
+function parseOptions(argv: string[]): Options {
+	const program = new Command('memfd-bindd')
+		.description('D-Bus service that keeps sealed memfd copies of binaries bind-mounted over them')
+		.version(VERSION)
+		.option('--state-dir <dir>', 'where the bindings to restore are kept', '/var/lib/memfd-bind')
+		.option('--config-dir <dir>', 'folder of *.conf files declaring paths to bind', '/etc/memfd-bind.d')
+		.option('--max-size <bytes>', 'largest file Bind copies', parseSize, 256 << 20)
+		.option('--idle-timeout <seconds>', 'exit after this long with no bindings and no calls; 0 never', parseSeconds, 60)
+		.option('--debug', 'log debug messages too', false)
+		.showHelpAfterError();
+	program.parse(argv);
+	return program.opts<Options>();
+}
+
+function parseSize(value: string): number {
+	const match = /^(\d+)([KMG]i?B?)?$/i.exec(value);
+	if (match === null) {
+		throw new InvalidArgumentError(`'${value}' is not a size (bytes, or with K, M or G)`);
+	}
+	const unit = { '': 1, k: 1 << 10, m: 1 << 20, g: 1 << 30 }[(match[2] ?? '').charAt(0).toLowerCase()] ?? 1;
+	return Number(match[1]) * unit;
+}
+
+function parseSeconds(value: string): number {
+	if (!/^\d+$/.test(value)) {
+		throw new InvalidArgumentError(`'${value}' is not a whole number of seconds`);
+	}
+	return Number(value);
+}
+
+function readVersion(): string {
+	const url = new URL('../../../package.json', import.meta.url);
+	return (JSON.parse(readFileSync(url, 'utf8')) as { version: string }).version;
+}

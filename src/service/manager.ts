@@ -1,0 +1,203 @@
+// The org.opencontainers.MemfdBind1 interface: one handler per method. Each handler reads its
+// arguments, validates them (bad input never reaches polkit), authorizes, acts, logs the change,
+// emits the signal and replies.
+import type { Message as BusMessage, MessageBus } from 'dbus-next';
+import { Action, INTERFACE } from '../common/names.js';
+import { quote } from '../common/quote.js';
+import type { Authorizer } from './authorize.js';
+import type { Binder, Binding } from './binder.js';
+import { emitSignal, loadInterfaceXml } from './bus.js';
+import type { ObjectSpec } from './bus.js';
+import { describeErrno } from './errors.js';
+import { log } from './log.js';
+import { canonicalPath, validatePath } from './paths.js';
+import { encodeRecord } from './record.js';
+import type { SavedBinding, StateStore } from './state.js';
+
+export interface ManagerOptions {
+	bus: MessageBus;
+	binder: Binder;
+	authorizer: Authorizer;
+	state: StateStore;
+	version: string;
+}
+
+/** Holds what the interface needs and tracks calls in flight for the idle timer. */
+export class Manager {
+	inFlight = 0;
+	lastActivity = Date.now();
+	/** Paths lifted by Suspend, to be bound again by Resume. */
+	private readonly suspended = new Map<string, SavedBinding>();
+	private persisting = true;
+
+	constructor(private readonly options: ManagerOptions) {}
+
+	/** The object spec served on the bus. */
+	spec(): ObjectSpec {
+		return {
+			interface: INTERFACE,
+			introspection: loadInterfaceXml(`${INTERFACE}.xml`),
+			onCall: () => (this.lastActivity = Date.now()),
+			properties: { Version: { signature: 's', get: () => this.options.version } },
+			methods: {
+				Bind: { in: 's', out: 'a{sv}', handler: (msg) => this.track(() => this.bind(msg)) },
+				Release: { in: 's', out: '', handler: (msg) => this.track(() => this.release(msg)) },
+				Refresh: { in: 's', out: 'a{sv}', handler: (msg) => this.track(() => this.refresh(msg)) },
+				Cleanup: { in: 's', out: 'as', handler: (msg) => this.track(() => this.cleanup(msg)) },
+				List: { in: '', out: 'aa{sv}', handler: async () => [this.listRecords()] },
+				Suspend: { in: '', out: 'as', handler: (msg) => this.track(() => this.suspend(msg)) },
+				Resume: { in: '', out: 'aa{sv}', handler: (msg) => this.track(() => this.resume(msg)) },
+			},
+		};
+	}
+
+	/** Writes the set of paths that should be bound (bindings plus suspended ones). */
+	persist(): void {
+		if (!this.persisting) {
+			return;
+		}
+		const saved: SavedBinding[] = [...this.suspended.values()];
+		for (const binding of this.options.binder.bindings.values()) {
+			saved.push({ path: binding.path, boundBy: binding.boundBy, boundAt: binding.boundAt });
+		}
+		try {
+			this.options.state.save(saved);
+		} catch (error: unknown) {
+			log.error(`Failed to save bindings in ${quote(this.options.state.stateDir)}: ${describeErrno(error)}`);
+		}
+	}
+
+	/** Stops writing the state file, so a shutdown's releases are not remembered as wishes. */
+	freezeState(): void {
+		this.persisting = false;
+	}
+
+	/** Remembers suspended paths found in the state file at start-up. */
+	restoreSuspended(entries: SavedBinding[]): void {
+		for (const entry of entries) {
+			this.suspended.set(entry.path, { ...entry, suspended: true });
+		}
+	}
+
+	private async bind(msg: BusMessage): Promise<unknown[]> {
+		const path = argumentPath(msg);
+
+		const canonical = canonicalPath(path);
+		const { uid } = await this.options.authorizer.authorize(msg, Action.bind, canonical);
+
+		const binding = await this.options.binder.bind(canonical, uid);
+		logBound('Bound', binding, uid);
+		emitSignal(this.options.bus, INTERFACE, 'Bound', 's', [binding.path]);
+		return [encodeRecord({ ...binding, state: 'active' })];
+	}
+
+	private async release(msg: BusMessage): Promise<unknown[]> {
+		const path = argumentPath(msg);
+
+		const canonical = canonicalPath(path);
+		const { uid } = await this.options.authorizer.authorize(msg, Action.release, canonical);
+
+		await this.options.binder.release(canonical);
+		log.info(`Released ${quote(canonical)} (requested by uid=${uid})`);
+		emitSignal(this.options.bus, INTERFACE, 'Released', 's', [canonical]);
+		return [];
+	}
+
+	private async refresh(msg: BusMessage): Promise<unknown[]> {
+		const path = argumentPath(msg);
+
+		const canonical = canonicalPath(path);
+		const { uid } = await this.options.authorizer.authorize(msg, Action.bind, canonical);
+
+		const binding = await this.options.binder.refresh(canonical, uid);
+		logBound('Refreshed', binding, uid);
+		emitSignal(this.options.bus, INTERFACE, 'Bound', 's', [binding.path]);
+		return [encodeRecord({ ...binding, state: 'active' })];
+	}
+
+	private async cleanup(msg: BusMessage): Promise<unknown[]> {
+		const path = msg.body[0] as string;
+		if (path !== '') {
+			validatePath(path);
+		}
+
+		const canonical = path === '' ? '' : canonicalPath(path);
+		const { uid } = await this.options.authorizer.authorize(msg, Action.cleanup, canonical);
+
+		const removed = await this.options.binder.cleanup(canonical);
+		const where = canonical === '' ? 'anywhere' : `at ${quote(canonical)}`;
+		if (removed.length === 0) {
+			log.debug(`Cleanup found no stale memfd mount ${where} (requested by uid=${uid})`);
+		} else {
+			log.info(`Cleanup removed ${removed.length} stale memfd mount(s) ${where} (requested by uid=${uid})`);
+		}
+		return [removed];
+	}
+
+	private async suspend(msg: BusMessage): Promise<unknown[]> {
+		const { uid } = await this.options.authorizer.authorize(msg, Action.release, '');
+
+		const bindings = [...this.options.binder.bindings.values()];
+		for (const binding of bindings) {
+			this.suspended.set(binding.path, {
+				path: binding.path,
+				boundBy: binding.boundBy,
+				boundAt: binding.boundAt,
+				suspended: true,
+			});
+		}
+		const lifted = await this.options.binder.releaseAll();
+		for (const path of lifted) {
+			emitSignal(this.options.bus, INTERFACE, 'Released', 's', [path]);
+		}
+		this.persist();
+		log.info(`Suspended ${lifted.length} binding(s) (requested by uid=${uid})`);
+		return [lifted];
+	}
+
+	private async resume(msg: BusMessage): Promise<unknown[]> {
+		const { uid } = await this.options.authorizer.authorize(msg, Action.bind, '');
+
+		const records: unknown[] = [];
+		for (const entry of [...this.suspended.values()]) {
+			this.suspended.delete(entry.path);
+			try {
+				const binding = await this.options.binder.bind(entry.path, entry.boundBy);
+				logBound('Resumed', binding, uid);
+				emitSignal(this.options.bus, INTERFACE, 'Bound', 's', [binding.path]);
+				records.push(encodeRecord({ ...binding, state: 'active' }));
+			} catch (error: unknown) {
+				log.error(`Failed to resume the binding of ${quote(entry.path)}: ${(error as Error).message}`);
+			}
+		}
+		this.persist();
+		return [records];
+	}
+
+	private listRecords(): unknown[] {
+		return this.options.binder.list().map((view) => encodeRecord(view));
+	}
+
+	// Counts a call as in flight so the idle timer never stops the service under a caller.
+	private async track<T>(task: () => Promise<T>): Promise<T> {
+		this.inFlight++;
+		try {
+			return await task();
+		} finally {
+			this.inFlight--;
+			this.lastActivity = Date.now();
+		}
+	}
+}
+
+function argumentPath(msg: BusMessage): string {
+	const path = msg.body[0] as string;
+	validatePath(path);
+	return path;
+}
+
+function logBound(verb: string, binding: Binding, requestedBy: number): void {
+	log.info(
+		`${verb} ${quote(binding.path)}: memfd ${quote(binding.memfdName)} size=${binding.size} seals=0x${binding.seals.toString(16)} sha256=${binding.sha256} holder=${binding.holderPid} (requested by uid=${requestedBy})`,
+	);
+}
