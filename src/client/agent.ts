@@ -1,0 +1,43 @@
+// Starts pkttyagent for the duration of a call, as systemctl does, so polkit can ask for a
+// password on this terminal. Never in scripts: only for a non-root user on a terminal, outside CI.
+import { execa } from 'execa';
+
+export interface PolkitAgent {
+	stop(): Promise<void>;
+}
+
+const PKTTYAGENT = 'pkttyagent';
+
+/** Returns a running agent, or undefined when no prompt belongs here. */
+export async function startPolkitAgent(): Promise<PolkitAgent | undefined> {
+	if (process.getuid?.() === 0 || !process.stdin.isTTY || process.env.CI !== undefined) {
+		return undefined;
+	}
+	// pkttyagent closes fd 3 once it is registered for this process.
+	const child = execa(
+		PKTTYAGENT,
+		['--notify-fd', '3', '--fallback', '--process', String(process.pid)],
+		{ stdio: ['inherit', 'inherit', 'inherit', 'pipe'], reject: false },
+	);
+	const registered = await new Promise<boolean>((resolve) => {
+		const notify = child.stdio[3] as NodeJS.ReadableStream | null;
+		if (notify === null) {
+			resolve(false);
+			return;
+		}
+		notify.on('data', () => {});
+		notify.on('end', () => resolve(true));
+		notify.on('error', () => resolve(false));
+		void child.then(() => resolve(false));
+	});
+	if (!registered) {
+		child.kill();
+		return undefined;
+	}
+	return {
+		async stop() {
+			child.kill('SIGTERM');
+			await child;
+		},
+	};
+}

@@ -1,0 +1,197 @@
+// memfdctl: one subcommand per service method, plus `status`, a local check that needs no
+// service. Results go to stdout; errors to stderr as "memfdctl: cannot <verb> <object>: <reason>".
+import { Command, CommanderError, Option } from 'commander';
+import { ExitCode, exitCodeFor, reasonFor } from './exit-codes.js';
+import { startPolkitAgent } from './agent.js';
+import type { PolkitAgent } from './agent.js';
+import { formatList, formatStatus } from './format.js';
+import { MemfdBindProxy, ServiceCallError } from './proxy.js';
+import { localStatus } from './status.js';
+
+interface GlobalOptions {
+	askPassword: boolean;
+}
+
+const EXAMPLES = `
+Examples:
+  memfdctl bind /usr/bin/runc        keep one sealed copy of runc mounted over it
+  memfdctl list                      show bindings (and memfd mounts left by other tools)
+  memfdctl status /usr/bin/runc      is it a sealed memfd now; would runc and crun skip their copy
+  memfdctl release /usr/bin/runc     give the original file back
+  memfdctl cleanup                   remove stale memfd mounts whose holder is gone
+
+The service is reached on the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured).
+Exit codes: 0 success, 1 failure, 2 usage error, 4 not authorized, 69 service unavailable.`;
+
+/** Runs memfdctl with `argv` (process.argv form) and returns the exit code. */
+export async function run(argv: string[]): Promise<number> {
+	const program = buildProgram();
+	try {
+		await program.parseAsync(argv);
+		return process.exitCode === undefined ? ExitCode.Success : Number(process.exitCode);
+	} catch (error: unknown) {
+		if (error instanceof CommanderError) {
+			return error.exitCode === 0 ? ExitCode.Success : ExitCode.Usage;
+		}
+		throw error;
+	}
+}
+
+function buildProgram(): Command {
+	const program = new Command('memfdctl')
+		.description('Bind sealed memfd copies of binaries over their paths, through the memfd-bind service')
+		.option('--no-ask-password', 'never ask for a password; fail when authentication is needed')
+		.addHelpText('after', EXAMPLES)
+		.exitOverride()
+		.showHelpAfterError()
+		.configureOutput({ outputError: (text, write) => write(text) });
+
+	program
+		.command('bind')
+		.description('bind a sealed memfd copy of each PATH over it')
+		.argument('<path...>', 'absolute paths of regular files')
+		.option('--refresh', 'replace an existing binding with a copy of the file now on disk')
+		.action(async (paths: string[], options: { refresh?: boolean }) => {
+			await forEachPath(program, options.refresh ? 'refresh' : 'bind', paths, async (proxy, path) => {
+				const record = options.refresh ? await proxy.refresh(path) : await proxy.bind(path);
+				process.stdout.write(`${record.Path}: bound, sha256 ${record.Sha256}\n`);
+			});
+		});
+
+	program
+		.command('release')
+		.description('unmount the binding of each PATH; the file on disk is visible again')
+		.argument('<path...>', 'bound paths')
+		.action(async (paths: string[]) => {
+			await forEachPath(program, 'release', paths, async (proxy, path) => {
+				await proxy.release(path);
+			});
+		});
+
+	program
+		.command('cleanup')
+		.description('remove stale memfd mounts (holder gone) at PATH, or everywhere')
+		.argument('[path]', 'a path; all stale memfd mounts on the host when left out')
+		.action(async (path: string | undefined) => {
+			await forEachPath(program, 'clean up', [path ?? ''], async (proxy, target) => {
+				for (const removed of await proxy.cleanup(target)) {
+					process.stdout.write(`${removed}\n`);
+				}
+			});
+		});
+
+	program
+		.command('list')
+		.description('list bindings and other memfd mounts')
+		.option('--json', 'print JSON')
+		.action(async (options: { json?: boolean }) => {
+			await withProxy(program, 'list', 'bindings', async (proxy) => {
+				process.stdout.write(formatList(await proxy.list(), Boolean(options.json)));
+			});
+		});
+
+	program
+		.command('status')
+		.description('check PATH locally: is it a sealed memfd, and would runc and crun skip their copy')
+		.argument('<path>', 'a path')
+		.option('--json', 'print JSON')
+		.action(async (path: string, options: { json?: boolean }) => {
+			const status = await localStatus(path);
+			process.stdout.write(formatStatus(status, Boolean(options.json)));
+			if (status.error !== undefined) {
+				process.exitCode = ExitCode.Failure;
+			}
+		});
+
+	program
+		.command('suspend')
+		.description('lift every binding until resume (called by the apt hook before dpkg runs)')
+		.option('--quiet', 'print nothing when the service is not running')
+		.action(async (options: { quiet?: boolean }) => {
+			await withProxy(program, 'suspend', 'bindings', async (proxy) => {
+				for (const path of await proxy.suspend()) {
+					process.stdout.write(`${path}: suspended\n`);
+				}
+			}, options.quiet);
+		});
+
+	program
+		.command('resume')
+		.description('bind again, from the files now on disk, every path lifted by suspend')
+		.option('--quiet', 'print nothing when the service is not running')
+		.action(async (options: { quiet?: boolean }) => {
+			await withProxy(program, 'resume', 'bindings', async (proxy) => {
+				for (const record of await proxy.resume()) {
+					process.stdout.write(`${record.Path}: bound, sha256 ${record.Sha256}\n`);
+				}
+			}, options.quiet);
+		});
+
+	program.addOption(new Option('--debug').hideHelp());
+	return program;
+}
+
+// Runs `task` per path and keeps going after a failure; the exit code is the first failure's.
+async function forEachPath(
+	program: Command,
+	verb: string,
+	paths: string[],
+	task: (proxy: MemfdBindProxy, path: string) => Promise<void>,
+): Promise<void> {
+	await withProxy(program, verb, '', async (proxy) => {
+		for (const path of paths) {
+			try {
+				await task(proxy, path);
+			} catch (error: unknown) {
+				report(verb, path === '' ? 'stale mounts' : path, error);
+			}
+		}
+	});
+}
+
+async function withProxy(
+	program: Command,
+	verb: string,
+	object: string,
+	task: (proxy: MemfdBindProxy) => Promise<void>,
+	quietWhenAbsent = false,
+): Promise<void> {
+	const { askPassword } = program.opts<GlobalOptions>();
+	let agent: PolkitAgent | undefined;
+	const proxy = MemfdBindProxy.connect({ interactive: askPassword });
+	try {
+		if (askPassword) {
+			agent = await startPolkitAgent();
+		}
+		await task(proxy);
+	} catch (error: unknown) {
+		if (quietWhenAbsent && error instanceof ServiceCallError && exitCodeFor(error.busName) === ExitCode.Unavailable) {
+			return;
+		}
+		report(verb, object, error);
+	} finally {
+		await agent?.stop();
+		proxy.disconnect();
+	}
+}
+
+function report(verb: string, object: string, error: unknown): void {
+	let reason: string;
+	let code: number;
+	if (error instanceof ServiceCallError) {
+		reason = reasonFor(error.busName, error.message);
+		code = exitCodeFor(error.busName);
+	} else {
+		const system = error as NodeJS.ErrnoException;
+		const unreachable = ['ENOENT', 'ECONNREFUSED', 'EACCES'].includes(system.code ?? '');
+		reason = unreachable
+			? `cannot reach the system bus (${system.code}: ${system.message})`
+			: String(system?.message ?? error);
+		code = unreachable ? ExitCode.Unavailable : ExitCode.Failure;
+	}
+	const target = object === '' ? '' : ` ${object}`;
+	process.stderr.write(`memfdctl: cannot ${verb}${target}: ${reason}\n`);
+	if (process.exitCode === undefined || process.exitCode === ExitCode.Success) {
+		process.exitCode = code;
+	}
+}
