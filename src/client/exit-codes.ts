@@ -55,7 +55,7 @@ const REASONS: Record<string, string> = {
 /** The reason printed after `memfdctl: cannot <verb> <path>:`. */
 export function reasonFor(busName: string, text: string): string {
 	// "Failed to bind '/x': no such file" carries the path already; keep what follows it.
-	const match = /^Failed to [^']*'(?:[^'\\]|\\.)*': (.*)$/s.exec(text);
+	const match = /^(?:Failed to [^']*|Invalid path )'(?:[^'\\]|\\.)*': (.*)$/s.exec(text);
 	if (match !== null) {
 		return match[1];
 	}
