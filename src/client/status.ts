@@ -73,10 +73,12 @@ async function serviceHolds(path: string, pid: number): Promise<boolean> {
 	let proxy: MemfdBindProxy | undefined;
 	try {
 		proxy = MemfdBindProxy.connect({ interactive: false });
+		// A bus that does not answer must not hold up a local check for long.
+		let timer: NodeJS.Timeout | undefined;
 		const records = await Promise.race([
 			proxy.list(false),
-			new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timeout')), 2000)),
-		]);
+			new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), 2000))),
+		]).finally(() => clearTimeout(timer));
 		return records.some((record) => record.Path === path && record.HolderPid === pid && record.State !== 'foreign');
 	} catch {
 		return false;

@@ -1,8 +1,11 @@
 // Quotes a path for a message or a log line: single quotes, with control characters, quotes and
 // backslashes escaped, so a hostile name can neither forge a log line nor hide its bytes.
 export function quote(path: string): string {
+	// Very long names are cut, with their length said, so one message stays readable.
+	const bytes = Buffer.byteLength(path);
+	const shown = path.length > QUOTE_MAX ? path.slice(0, QUOTE_MAX) : path;
 	let out = '';
-	for (const char of path) {
+	for (const char of shown) {
 		const code = char.codePointAt(0) ?? 0;
 		if (char === "'" || char === '\\') {
 			out += `\\${char}`;
@@ -12,5 +15,7 @@ export function quote(path: string): string {
 			out += char;
 		}
 	}
-	return `'${out}'`;
+	return shown === path ? `'${out}'` : `'${out}…' (${bytes} bytes)`;
 }
+
+const QUOTE_MAX = 256;
