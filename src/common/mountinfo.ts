@@ -43,7 +43,8 @@ export function magicLinkOf(entry: MountEntry): MagicLink | undefined {
 	if (entry.fsType !== 'proc') {
 		return undefined;
 	}
-	const match = /^\/(\d+)\/fd\/(\d+)$/.exec(entry.root);
+	// Once the holder is gone the kernel shows the root as `/<pid>/fd/<n>//deleted`.
+	const match = /^\/(\d+)\/fd\/(\d+)(\/\/deleted)?$/.exec(entry.root);
 	return match === null ? undefined : { pid: Number(match[1]), fd: Number(match[2]) };
 }
 

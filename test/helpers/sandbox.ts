@@ -3,11 +3,13 @@
 // (scripts/run-tests.mjs puts them there), so mounts never reach the host.
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess, SpawnSyncReturns } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { MNT_DETACH, O_CLOEXEC, O_NOFOLLOW, O_PATH, openRaw, umount2 } from '../../src/common/libc.js';
+import { parseMountInfo } from '../../src/common/mountinfo.js';
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 export const MEMFDCTL = join(REPO, 'bin/memfdctl');
@@ -96,11 +98,31 @@ export async function startSandbox(options: BusOptions = {}): Promise<Sandbox> {
 				await service.stop('SIGTERM');
 			}
 			daemon.kill('SIGTERM');
+			unmountUnder(dir);
 			rmSync(dir, { recursive: true, force: true });
 		},
 	};
 	await waitFor(() => sandbox.run('busctl', ['--address', address, 'status']).status === 0, 5000, () => `dbus-daemon did not start: ${daemonLog}`);
 	return sandbox;
+}
+
+/** Detaches every mount below `dir` (stale memfd mounts included), deepest first. */
+export function unmountUnder(dir: string): void {
+	const mounts = parseMountInfo(readFileSync('/proc/self/mountinfo'))
+		.filter((entry) => entry.mountPoint.startsWith(`${dir}/`))
+		.reverse();
+	for (const entry of mounts) {
+		try {
+			const fd = openRaw(entry.mountPoint, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+			try {
+				umount2(`/proc/self/fd/${fd}`, MNT_DETACH);
+			} finally {
+				closeSync(fd);
+			}
+		} catch {
+			// Already gone with a mount above it.
+		}
+	}
 }
 
 /** Prefixes argv so it runs as an existing account with that account's groups. */

@@ -9,6 +9,7 @@ const SAMPLE = [
 	'94 71 0:50 / /srv/data\\134x rw - tmpfs tmpfs rw,size=1024k',
 	'95 71 8:1 /usr/bin/true /opt/bin/tool rw - ext4 /dev/vda rw',
 	'96 71 0:41 /self/fd/3 /x rw - proc proc rw',
+	'98 71 0:41 /36/fd/3//deleted /usr/bin/crun rw - proc proc rw',
 	'garbage line',
 	'',
 ].join('\n');
@@ -17,7 +18,7 @@ test('parseMountInfo reads every well-formed line and skips garbage', () => {
 	const entries = parseMountInfo(SAMPLE);
 	assert.deepEqual(
 		entries.map((entry) => entry.mountId),
-		[22, 92, 93, 94, 95, 96],
+		[22, 92, 93, 94, 95, 96, 98],
 	);
 	assert.equal(entries[1].fsType, 'proc');
 	assert.equal(entries[3].fsType, 'tmpfs');
@@ -51,4 +52,5 @@ test('magicLinkOf recognises only proc mounts rooted at /<pid>/fd/<n>', () => {
 	assert.equal(magicLinkOf(entries[3]), undefined);
 	assert.equal(magicLinkOf(entries[4]), undefined, 'a plain bind of a file is not a memfd mount');
 	assert.equal(magicLinkOf(entries[5]), undefined, '/self/fd/3 is not a pid');
+	assert.deepEqual(magicLinkOf(entries[6]), { pid: 36, fd: 3 }, 'a stale mount keeps its holder');
 });
