@@ -28,20 +28,35 @@ const SAMPLE_GAP_MS = 10;
 let widestSpread = 0;
 
 /**
- * Reads Shmem from /proc/meminfo, in KiB: the median of a few reads 10 ms apart, so a short
- * blip from another process on the host does not become a figure.
+ * Reads Shmem from /proc/meminfo, in KiB, once it is settled. The kernel keeps page counts per
+ * CPU and folds them into the global figure every vm.stat_interval (1 s), so a reading taken
+ * right after a change misses up to a few hundred KiB: wait that long first. Then take the
+ * median of a few reads, so a blip from another process on the host does not become a figure.
  */
 export async function shmemKib(): Promise<number> {
+	await sleep(statIntervalMs() + 200);
 	const samples: number[] = [];
 	for (let i = 0; i < SAMPLES; i++) {
 		if (i > 0) {
-			await new Promise((resolve) => setTimeout(resolve, SAMPLE_GAP_MS));
+			await sleep(SAMPLE_GAP_MS);
 		}
 		samples.push(readShmem());
 	}
 	samples.sort((a, b) => a - b);
 	widestSpread = Math.max(widestSpread, samples[SAMPLES - 1] - samples[0]);
 	return samples[Math.floor(SAMPLES / 2)];
+}
+
+function statIntervalMs(): number {
+	try {
+		return Number(readFileSync('/proc/sys/vm/stat_interval', 'utf8').trim()) * 1000 || 1000;
+	} catch {
+		return 1000;
+	}
+}
+
+function sleep(ms: number): Promise<void> {
+	return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function readShmem(): number {
@@ -114,9 +129,12 @@ export function printFigures(target: string, figures: Figures): void {
 	);
 	// Say how steady Shmem was, so a busy host's noise is not taken for a cost.
 	note(
-		`Shmem is host-wide: each reading is the median of ${SAMPLES} reads ${SAMPLE_GAP_MS} ms apart, and`,
+		[
+			`Shmem is host-wide. Each reading waits ${statIntervalMs() / 1000} s (vm.stat_interval) for the kernel's per-CPU`,
+			`counts to settle, then takes the median of ${SAMPLES} reads ${SAMPLE_GAP_MS} ms apart; within one reading,`,
+			`other activity on this host moved Shmem by at most ${mib(widestSpread)}.`,
+		].join('\n'),
 	);
-	note(`within one reading other activity on this host moved it by at most ${mib(widestSpread)}`);
 }
 
 // Starts the launches, prints one report line, checks every report, stops them; returns Shmem.

@@ -42,6 +42,11 @@ export async function main(): Promise<void> {
 		process.exit(1);
 	}, WATCHDOG_MS);
 	watchdog.unref();
+	// As pid 1 of its namespace the demo gets Ctrl-C only with a handler; its exit ends the rest.
+	process.once('SIGINT', () => {
+		process.stdout.write('\ndemo interrupted: everything in its namespace ends with it\n');
+		process.exit(130);
+	});
 	recordNamespaces();
 
 	let sandbox: Sandbox | undefined;

@@ -50,6 +50,8 @@ const namespace = [
 	'--mount-proc',
 ];
 const demo = ['node', 'dist/demo/entry.js', ...process.argv.slice(2)];
+// Ctrl-C reaches the demo too; wait for it to end, then check the host all the same.
+process.on('SIGINT', () => undefined);
 section('Enter a private mount and pid namespace');
 console.log(`$ unshare ${namespace.join(' ')} ${demo.join(' ')}`);
 const result = spawnSync('unshare', [...namespace, process.execPath, ...demo.slice(1)], {
