@@ -13,10 +13,12 @@ export async function startPolkitAgent(): Promise<PolkitAgent | undefined> {
 	if (process.getuid?.() === 0 || !process.stdin.isTTY || process.env.CI !== undefined) {
 		return undefined;
 	}
-	// pkttyagent closes fd 3 once it is registered for this process.
+	// pkttyagent closes fd 3 once it is registered for this process. No --fallback: polkitd only
+	// consults a fallback agent when the caller is in a logind session, so under su, setpriv or a
+	// container the agent would register and never be asked, and no prompt would ever appear.
 	const child = execa(
 		PKTTYAGENT,
-		['--notify-fd', '3', '--fallback', '--process', String(process.pid)],
+		['--notify-fd', '3', '--process', String(process.pid)],
 		{ stdio: ['inherit', 'inherit', 'inherit', 'pipe'], reject: false },
 	);
 	const registered = await new Promise<boolean>((resolve) => {
