@@ -17,6 +17,8 @@ export interface Figures {
 	launcherSize: number;
 	unbound: number;
 	bound: number;
+	/** The change between two readings with nothing run in between: the host's own noise. */
+	idle: number;
 }
 
 /** Runs memfdctl with these arguments, showing the command, and returns its stdout. */
@@ -84,6 +86,8 @@ export async function measureLaunches(
 		].join('\n'),
 	);
 
+	const quiet = await shmemKib();
+	const idle = (await shmemKib()) - quiet;
 	const unbound = await launchMany(
 		launcher,
 		(report) => report.copied,
@@ -100,7 +104,7 @@ export async function measureLaunches(
 		'ran from the bound copy, no copy of its own',
 	);
 	memfdctl(['release', launcher]);
-	return { launcherBinding, launcherSize: size, unbound, bound };
+	return { launcherBinding, launcherSize: size, unbound, bound, idle };
 }
 
 /** Prints the figures side by side, unbound and bound. */
@@ -131,8 +135,9 @@ export function printFigures(target: string, figures: Figures): void {
 	note(
 		[
 			`Shmem is host-wide. Each reading waits ${statIntervalMs() / 1000} s (vm.stat_interval) for the kernel's per-CPU`,
-			`counts to settle, then takes the median of ${SAMPLES} reads ${SAMPLE_GAP_MS} ms apart; within one reading,`,
-			`other activity on this host moved Shmem by at most ${mib(widestSpread)}.`,
+			`counts to settle, then takes the median of ${SAMPLES} reads ${SAMPLE_GAP_MS} ms apart. Noise from other`,
+			`activity on this host: ${deltaMib(figures.idle)} between two readings with nothing run in between,`,
+			`and at most ${mib(widestSpread)} within one reading.`,
 		].join('\n'),
 	);
 }
