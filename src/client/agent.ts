@@ -16,11 +16,10 @@ export async function startPolkitAgent(): Promise<PolkitAgent | undefined> {
 	// pkttyagent closes fd 3 once it is registered for this process. No --fallback: polkitd only
 	// consults a fallback agent when the caller is in a logind session, so under su, setpriv or a
 	// container the agent would register and never be asked, and no prompt would ever appear.
-	const child = execa(
-		PKTTYAGENT,
-		['--notify-fd', '3', '--process', String(process.pid)],
-		{ stdio: ['inherit', 'inherit', 'inherit', 'pipe'], reject: false },
-	);
+	const child = execa(PKTTYAGENT, ['--notify-fd', '3', '--process', String(process.pid)], {
+		stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+		reject: false,
+	});
 	const registered = await new Promise<boolean>((resolve) => {
 		const notify = child.stdio[3] as NodeJS.ReadableStream | null;
 		if (notify === null) {

@@ -39,7 +39,9 @@ export async function run(argv: string[]): Promise<number> {
 
 function buildProgram(): Command {
 	const program = new Command('memfdctl')
-		.description('Bind sealed memfd copies of binaries over their paths, through the memfd-bind service')
+		.description(
+			'Bind sealed memfd copies of binaries over their paths, through the memfd-bind service',
+		)
 		.option('--no-ask-password', 'never ask for a password; fail when authentication is needed')
 		.addHelpText('after', EXAMPLES)
 		.exitOverride()
@@ -52,10 +54,15 @@ function buildProgram(): Command {
 		.argument('<path...>', 'absolute paths of regular files')
 		.option('--refresh', 'replace an existing binding with a copy of the file now on disk')
 		.action(async (paths: string[], options: { refresh?: boolean }) => {
-			await forEachPath(program, options.refresh ? 'refresh' : 'bind', paths, async (proxy, path) => {
-				const record = options.refresh ? await proxy.refresh(path) : await proxy.bind(path);
-				process.stdout.write(`${record.Path}: bound, sha256 ${record.Sha256}\n`);
-			});
+			await forEachPath(
+				program,
+				options.refresh ? 'refresh' : 'bind',
+				paths,
+				async (proxy, path) => {
+					const record = options.refresh ? await proxy.refresh(path) : await proxy.bind(path);
+					process.stdout.write(`${record.Path}: bound, sha256 ${record.Sha256}\n`);
+				},
+			);
 		});
 
 	program
@@ -92,7 +99,9 @@ function buildProgram(): Command {
 
 	program
 		.command('status')
-		.description('check PATH locally: is it a sealed memfd, and would runc and crun skip their copy')
+		.description(
+			'check PATH locally: is it a sealed memfd, and would runc and crun skip their copy',
+		)
 		.argument('<path>', 'a path')
 		.option('--json', 'print JSON')
 		.action(async (path: string, options: { json?: boolean }) => {
@@ -108,11 +117,17 @@ function buildProgram(): Command {
 		.description('lift every binding until resume (called by the apt hook before dpkg runs)')
 		.option('--quiet', 'print nothing when the service is not running')
 		.action(async (options: { quiet?: boolean }) => {
-			await withProxy(program, 'suspend', 'bindings', async (proxy) => {
-				for (const path of await proxy.suspend()) {
-					process.stdout.write(`${path}: suspended\n`);
-				}
-			}, options.quiet);
+			await withProxy(
+				program,
+				'suspend',
+				'bindings',
+				async (proxy) => {
+					for (const path of await proxy.suspend()) {
+						process.stdout.write(`${path}: suspended\n`);
+					}
+				},
+				options.quiet,
+			);
 		});
 
 	program
@@ -120,11 +135,17 @@ function buildProgram(): Command {
 		.description('bind again, from the files now on disk, every path lifted by suspend')
 		.option('--quiet', 'print nothing when the service is not running')
 		.action(async (options: { quiet?: boolean }) => {
-			await withProxy(program, 'resume', 'bindings', async (proxy) => {
-				for (const record of await proxy.resume()) {
-					process.stdout.write(`${record.Path}: bound, sha256 ${record.Sha256}\n`);
-				}
-			}, options.quiet);
+			await withProxy(
+				program,
+				'resume',
+				'bindings',
+				async (proxy) => {
+					for (const record of await proxy.resume()) {
+						process.stdout.write(`${record.Path}: bound, sha256 ${record.Sha256}\n`);
+					}
+				},
+				options.quiet,
+			);
 		});
 
 	program.addOption(new Option('--debug').hideHelp());
@@ -165,7 +186,11 @@ async function withProxy(
 		}
 		await task(proxy);
 	} catch (error: unknown) {
-		if (quietWhenAbsent && error instanceof ServiceCallError && exitCodeFor(error.busName) === ExitCode.Unavailable) {
+		if (
+			quietWhenAbsent &&
+			error instanceof ServiceCallError &&
+			exitCodeFor(error.busName) === ExitCode.Unavailable
+		) {
 			return;
 		}
 		report(verb, object, error);

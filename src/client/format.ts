@@ -23,7 +23,16 @@ export function formatList(records: BindingRecord[], json: boolean): string {
 		]);
 	}
 	const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
-	return rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd()).join('\n') + '\n';
+	return (
+		rows
+			.map((row) =>
+				row
+					.map((cell, i) => cell.padEnd(widths[i]))
+					.join('  ')
+					.trimEnd(),
+			)
+			.join('\n') + '\n'
+	);
 }
 
 /** Formats `memfdctl status`. */

@@ -87,7 +87,12 @@ export class MemfdBindProxy {
 		this.bus.disconnect();
 	}
 
-	private async call(member: string, signature: string, body: unknown[], flags = 0): Promise<unknown[]> {
+	private async call(
+		member: string,
+		signature: string,
+		body: unknown[],
+		flags = 0,
+	): Promise<unknown[]> {
 		const message = new Message({
 			destination: BUS_NAME,
 			path: OBJECT_PATH,

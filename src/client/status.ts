@@ -77,9 +77,13 @@ async function serviceHolds(path: string, pid: number): Promise<boolean> {
 		let timer: NodeJS.Timeout | undefined;
 		const records = await Promise.race([
 			proxy.list(false),
-			new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), 2000))),
+			new Promise<never>(
+				(_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), 2000)),
+			),
 		]).finally(() => clearTimeout(timer));
-		return records.some((record) => record.Path === path && record.HolderPid === pid && record.State !== 'foreign');
+		return records.some(
+			(record) => record.Path === path && record.HolderPid === pid && record.State !== 'foreign',
+		);
 	} catch {
 		return false;
 	} finally {

@@ -139,9 +139,7 @@ export function openTreeClone(path: CPath): number {
 
 /** Tells whether `error` is a system error with the given code, from fs or from this module. */
 export function isErrno(error: unknown, ...codes: string[]): error is SystemError {
-	return (
-		error instanceof Error && codes.includes((error as Partial<SystemError>).code ?? '')
-	);
+	return error instanceof Error && codes.includes((error as Partial<SystemError>).code ?? '');
 }
 
 // libc wants NUL-terminated bytes; a JS string is converted by koffi, a Buffer is not.

@@ -45,7 +45,9 @@ export class Authorizer {
 		try {
 			result = await this.checkWithPolkit(msg.sender, action, path, interactive);
 		} catch (error: unknown) {
-			log.notice(`Denied ${action} on ${quote(path)} for uid=${uid}: polkit is unavailable (${describe(error)})`);
+			log.notice(
+				`Denied ${action} on ${quote(path)} for uid=${uid}: polkit is unavailable (${describe(error)})`,
+			);
 			throw denied(action, path, 'polkit is unavailable, and only root is allowed without it');
 		}
 
@@ -54,7 +56,9 @@ export class Authorizer {
 			return { uid, via: 'polkit' };
 		}
 		if (result.challenge && !interactive) {
-			log.notice(`Denied ${action} on ${quote(path)} for uid=${uid}: authentication required, call is not interactive`);
+			log.notice(
+				`Denied ${action} on ${quote(path)} for uid=${uid}: authentication required, call is not interactive`,
+			);
 			throw new BindError(
 				ErrorName.InteractiveAuthorizationRequired,
 				`Authentication is required for ${action} on ${quote(path)}; call again allowing interactive authorization`,
@@ -80,7 +84,9 @@ export class Authorizer {
 			);
 			return Number(reply?.body[0]);
 		} catch (error: unknown) {
-			log.notice(`Denied ${action} on ${quote(path)} for ${sender}: the caller's uid is unknown (${describe(error)})`);
+			log.notice(
+				`Denied ${action} on ${quote(path)} for ${sender}: the caller's uid is unknown (${describe(error)})`,
+			);
 			throw denied(action, path, 'the caller could not be identified');
 		}
 	}
@@ -97,7 +103,11 @@ export class Authorizer {
 		const rule = `type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='${sender}'`;
 		let gone = false;
 		const onMessage = (signal: BusMessage) => {
-			if (signal.member === 'NameOwnerChanged' && signal.body?.[0] === sender && signal.body?.[2] === '') {
+			if (
+				signal.member === 'NameOwnerChanged' &&
+				signal.body?.[0] === sender &&
+				signal.body?.[2] === ''
+			) {
 				gone = true;
 				void this.cancel(cancellationId);
 			}
@@ -149,7 +159,9 @@ export class Authorizer {
 				}),
 			);
 		} catch (error: unknown) {
-			log.debug(`Failed to cancel authorization check ${cancellationId}: ${describe(error)}, ignoring`);
+			log.debug(
+				`Failed to cancel authorization check ${cancellationId}: ${describe(error)}, ignoring`,
+			);
 		}
 	}
 

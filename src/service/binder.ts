@@ -445,7 +445,11 @@ function unmountTop(path: string, holderPid: number | undefined): void {
 	const top = topMountAt(path);
 	try {
 		const link = top === undefined ? undefined : magicLinkOf(top.entry);
-		if (top === undefined || link === undefined || (holderPid !== undefined && link.pid !== holderPid)) {
+		if (
+			top === undefined ||
+			link === undefined ||
+			(holderPid !== undefined && link.pid !== holderPid)
+		) {
 			throw new BindError(
 				ErrorName.NotBound,
 				`Failed to unmount ${quote(path)}: the memfd mount is no longer there`,
@@ -589,7 +593,9 @@ async function adoptHolder(path: string, link: MagicLink): Promise<Binding | und
 			gid: stat.gid,
 			boundAt: Math.round(started * 1000),
 			boundBy: 0,
-			memfdName: (fdTarget(link.pid, link.fd) ?? '').replace(/^\/memfd:/, '').replace(/ \(deleted\)$/, ''),
+			memfdName: (fdTarget(link.pid, link.fd) ?? '')
+				.replace(/^\/memfd:/, '')
+				.replace(/ \(deleted\)$/, ''),
 			holderPid: link.pid,
 			origin: diskFileOrigin(path),
 		};

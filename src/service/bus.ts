@@ -55,7 +55,13 @@ export function serveObject(bus: MessageBus, spec: ObjectSpec): void {
 }
 
 /** Emits a signal from our object. */
-export function emitSignal(bus: MessageBus, iface: string, name: string, signature: string, body: unknown[]): void {
+export function emitSignal(
+	bus: MessageBus,
+	iface: string,
+	name: string,
+	signature: string,
+	body: unknown[],
+): void {
 	bus.send(Message.newSignal(OBJECT_PATH, iface, name, signature, body));
 }
 
@@ -77,8 +83,16 @@ async function dispatch(bus: MessageBus, spec: ObjectSpec, msg: BusMessage): Pro
 			bus.send(Message.newError(msg as never, error.busName, error.message));
 			return;
 		}
-		log.error(`Failed to handle ${msg.interface}.${msg.member} from ${msg.sender}: ${String((error as Error)?.stack ?? error)}`);
-		bus.send(Message.newError(msg as never, ErrorName.Failed, `Failed to ${msg.member}: internal error, see the service's log`));
+		log.error(
+			`Failed to handle ${msg.interface}.${msg.member} from ${msg.sender}: ${String((error as Error)?.stack ?? error)}`,
+		);
+		bus.send(
+			Message.newError(
+				msg as never,
+				ErrorName.Failed,
+				`Failed to ${msg.member}: internal error, see the service's log`,
+			),
+		);
 		return;
 	}
 	bus.send(Message.newMethodReturn(msg, reply.signature, reply.body));

@@ -27,7 +27,8 @@ export function describeErrno(error: unknown): string {
 	if (typeof system.code !== 'string') {
 		return error instanceof Error ? error.message : String(error);
 	}
-	const text = typeof system.errno === 'number' ? getSystemErrorMap().get(system.errno)?.[1] : undefined;
+	const text =
+		typeof system.errno === 'number' ? getSystemErrorMap().get(system.errno)?.[1] : undefined;
 	return text === undefined ? system.code : `${system.code} (${text})`;
 }
 

@@ -44,7 +44,9 @@ export async function main(argv: string[]): Promise<void> {
 		log.error(`Failed to own the bus name ${BUS_NAME}: another process owns it`);
 		process.exit(1);
 	}
-	log.info(`Serving ${BUS_NAME} (version ${VERSION}, ${binder.bindings.size} binding(s), state in ${quote(options.stateDir)})`);
+	log.info(
+		`Serving ${BUS_NAME} (version ${VERSION}, ${binder.bindings.size} binding(s), state in ${quote(options.stateDir)})`,
+	);
 
 	const stop = (signal: string) => void shutdown(bus, binder, manager!, signal);
 	process.once('SIGTERM', () => stop('SIGTERM'));
@@ -56,7 +58,12 @@ export async function main(argv: string[]): Promise<void> {
 
 // Takes over holders left by an earlier run, removes stale mounts at managed paths, then binds
 // what the state folder and /etc/memfd-bind.d ask for and is not bound yet.
-async function restore(binder: Binder, manager: Manager, state: StateStore, configDir: string): Promise<void> {
+async function restore(
+	binder: Binder,
+	manager: Manager,
+	state: StateStore,
+	configDir: string,
+): Promise<void> {
 	const { adopted, stale } = await binder.adopt();
 	for (const binding of adopted) {
 		log.info(`Adopted the binding of ${quote(binding.path)} (holder pid ${binding.holderPid})`);
@@ -78,7 +85,9 @@ async function restore(binder: Binder, manager: Manager, state: StateStore, conf
 		try {
 			await binder.cleanup(path);
 		} catch (error: unknown) {
-			log.warning(`Failed to remove the stale mount at ${quote(path)}: ${describeErrno(error)}, ignoring`);
+			log.warning(
+				`Failed to remove the stale mount at ${quote(path)}: ${describeErrno(error)}, ignoring`,
+			);
 		}
 	}
 	for (const [path, boundBy] of wanted) {
@@ -87,18 +96,27 @@ async function restore(binder: Binder, manager: Manager, state: StateStore, conf
 		}
 		try {
 			const binding = await binder.bind(path, boundBy);
-			log.info(`Restored the binding of ${quote(binding.path)} sha256=${binding.sha256} holder=${binding.holderPid}`);
+			log.info(
+				`Restored the binding of ${quote(binding.path)} sha256=${binding.sha256} holder=${binding.holderPid}`,
+			);
 		} catch (error: unknown) {
 			log.error(`Failed to restore the binding of ${quote(path)}: ${(error as Error).message}`);
 		}
 	}
 	for (const path of stale.filter((path) => !wanted.has(path))) {
-		log.notice(`A stale memfd mount is at ${quote(path)}; not managed here, remove it with Cleanup`);
+		log.notice(
+			`A stale memfd mount is at ${quote(path)}; not managed here, remove it with Cleanup`,
+		);
 	}
 	manager.persist();
 }
 
-async function shutdown(bus: MessageBus, binder: Binder, manager: Manager, signal: string): Promise<void> {
+async function shutdown(
+	bus: MessageBus,
+	binder: Binder,
+	manager: Manager,
+	signal: string,
+): Promise<void> {
 	log.info(`Received ${signal}, releasing ${binder.bindings.size} binding(s)`);
 	manager.freezeState();
 	try {
@@ -114,23 +132,26 @@ async function shutdown(bus: MessageBus, binder: Binder, manager: Manager, signa
 // Without bindings and calls for `timeout` ms, give the name back and exit: the next call
 // starts the service again through D-Bus activation.
 function watchIdle(bus: MessageBus, binder: Binder, manager: Manager, timeout: number): void {
-	const timer = setInterval(() => {
-		const idle = Date.now() - manager.lastActivity >= timeout;
-		if (!idle || binder.bindings.size > 0 || manager.inFlight > 0) {
-			return;
-		}
-		clearInterval(timer);
-		log.info(`Idle for ${timeout / 1000} s with no bindings, exiting`);
-		void (async () => {
-			await bus.releaseName(BUS_NAME).catch(() => undefined);
-			// Calls already queued for us still get their answers before we go.
-			while (manager.inFlight > 0 || Date.now() - manager.lastActivity < 200) {
-				await new Promise((resolve) => setTimeout(resolve, 50));
+	const timer = setInterval(
+		() => {
+			const idle = Date.now() - manager.lastActivity >= timeout;
+			if (!idle || binder.bindings.size > 0 || manager.inFlight > 0) {
+				return;
 			}
-			bus.disconnect();
-			process.exit(0);
-		})();
-	}, Math.min(1000, timeout));
+			clearInterval(timer);
+			log.info(`Idle for ${timeout / 1000} s with no bindings, exiting`);
+			void (async () => {
+				await bus.releaseName(BUS_NAME).catch(() => undefined);
+				// Calls already queued for us still get their answers before we go.
+				while (manager.inFlight > 0 || Date.now() - manager.lastActivity < 200) {
+					await new Promise((resolve) => setTimeout(resolve, 50));
+				}
+				bus.disconnect();
+				process.exit(0);
+			})();
+		},
+		Math.min(1000, timeout),
+	);
 }
 
 // A lost bus must not look like a clean exit: systemd restarts the service, and the holders
@@ -140,7 +161,8 @@ function watchBus(bus: MessageBus): void {
 		log.error(`Lost the connection to the system bus: ${describeErrno(error)}`);
 		process.exit(1);
 	});
-	const stream = (bus as unknown as { _connection?: { stream?: NodeJS.EventEmitter } })._connection?.stream;
+	const stream = (bus as unknown as { _connection?: { stream?: NodeJS.EventEmitter } })._connection
+		?.stream;
 	stream?.on('close', () => {
 		log.error('Lost the connection to the system bus: the bus closed the connection');
 		process.exit(1);
@@ -152,9 +174,18 @@ function parseOptions(argv: string[]): Options {
 		.description('D-Bus service that keeps sealed memfd copies of binaries bind-mounted over them')
 		.version(VERSION)
 		.option('--state-dir <dir>', 'where the bindings to restore are kept', '/var/lib/memfd-bind')
-		.option('--config-dir <dir>', 'folder of *.conf files declaring paths to bind', '/etc/memfd-bind.d')
+		.option(
+			'--config-dir <dir>',
+			'folder of *.conf files declaring paths to bind',
+			'/etc/memfd-bind.d',
+		)
 		.option('--max-size <bytes>', 'largest file Bind copies', parseSize, 256 << 20)
-		.option('--idle-timeout <seconds>', 'exit after this long with no bindings and no calls; 0 never', parseSeconds, 60)
+		.option(
+			'--idle-timeout <seconds>',
+			'exit after this long with no bindings and no calls; 0 never',
+			parseSeconds,
+			60,
+		)
 		.option('--debug', 'log debug messages too', false)
 		.showHelpAfterError();
 	program.parse(argv);
@@ -166,7 +197,8 @@ function parseSize(value: string): number {
 	if (match === null) {
 		throw new InvalidArgumentError(`'${value}' is not a size (bytes, or with K, M or G)`);
 	}
-	const unit = { '': 1, k: 1 << 10, m: 1 << 20, g: 1 << 30 }[(match[2] ?? '').charAt(0).toLowerCase()] ?? 1;
+	const unit =
+		{ '': 1, k: 1 << 10, m: 1 << 20, g: 1 << 30 }[(match[2] ?? '').charAt(0).toLowerCase()] ?? 1;
 	return Number(match[1]) * unit;
 }
 

@@ -63,7 +63,9 @@ export class Manager {
 		try {
 			this.options.state.save(saved);
 		} catch (error: unknown) {
-			log.error(`Failed to save bindings in ${quote(this.options.state.stateDir)}: ${describeErrno(error)}`);
+			log.error(
+				`Failed to save bindings in ${quote(this.options.state.stateDir)}: ${describeErrno(error)}`,
+			);
 		}
 	}
 
@@ -129,7 +131,9 @@ export class Manager {
 		if (removed.length === 0) {
 			log.debug(`Cleanup found no stale memfd mount ${where} (requested by uid=${uid})`);
 		} else {
-			log.info(`Cleanup removed ${removed.length} stale memfd mount(s) ${where} (requested by uid=${uid})`);
+			log.info(
+				`Cleanup removed ${removed.length} stale memfd mount(s) ${where} (requested by uid=${uid})`,
+			);
 		}
 		return [removed];
 	}
@@ -167,7 +171,9 @@ export class Manager {
 				emitSignal(this.options.bus, INTERFACE, 'Bound', 's', [binding.path]);
 				records.push(encodeRecord({ ...binding, state: 'active' }));
 			} catch (error: unknown) {
-				log.error(`Failed to resume the binding of ${quote(entry.path)}: ${(error as Error).message}`);
+				log.error(
+					`Failed to resume the binding of ${quote(entry.path)}: ${(error as Error).message}`,
+				);
 			}
 		}
 		this.persist();

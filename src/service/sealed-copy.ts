@@ -45,7 +45,10 @@ export interface CopySource {
 /** Returns the memfd name for a path: `memfd-bind:<path>`, cut to the kernel's limit. */
 export function memfdNameFor(path: string): string {
 	const name = Buffer.from(`memfd-bind:${path}`);
-	return name.subarray(0, MEMFD_NAME_MAX).toString('utf8').replace(/\uFFFD$/, '');
+	return name
+		.subarray(0, MEMFD_NAME_MAX)
+		.toString('utf8')
+		.replace(/\uFFFD$/, '');
 }
 
 /** Copies `source` into a new memfd sealed with exactly RUNC_SEALS; the caller owns the fd. */

@@ -37,7 +37,9 @@ export class StateStore {
 			text = readFileSync(file, 'utf8');
 		} catch (error: unknown) {
 			if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-				log.warning(`Failed to read ${quote(file)}: ${describeErrno(error)}, starting with no saved bindings`);
+				log.warning(
+					`Failed to read ${quote(file)}: ${describeErrno(error)}, starting with no saved bindings`,
+				);
 			}
 			return [];
 		}
@@ -45,7 +47,9 @@ export class StateStore {
 			const data = JSON.parse(text) as { bindings?: SavedBinding[] };
 			return (data.bindings ?? []).filter((entry) => typeof entry?.path === 'string');
 		} catch (error: unknown) {
-			log.warning(`Failed to parse ${quote(file)}: ${(error as Error).message}, starting with no saved bindings`);
+			log.warning(
+				`Failed to parse ${quote(file)}: ${(error as Error).message}, starting with no saved bindings`,
+			);
 			return [];
 		}
 	}
@@ -89,7 +93,9 @@ export function readDeclaredPaths(
 ): DeclaredPath[] {
 	let names: string[];
 	try {
-		names = readdirSync(configDir).filter((name) => name.endsWith('.conf')).sort();
+		names = readdirSync(configDir)
+			.filter((name) => name.endsWith('.conf'))
+			.sort();
 	} catch (error: unknown) {
 		if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
 			log.warning(`Failed to read ${quote(configDir)}: ${describeErrno(error)}, ignoring`);

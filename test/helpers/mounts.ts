@@ -29,7 +29,9 @@ export function mountTable(): string[] {
 
 /** The mounts stacked at `path`, bottom first. */
 export function mountsAt(path: string): MountEntry[] {
-	return parseMountInfo(readFileSync('/proc/self/mountinfo')).filter((entry) => entry.mountPoint === path);
+	return parseMountInfo(readFileSync('/proc/self/mountinfo')).filter(
+		(entry) => entry.mountPoint === path,
+	);
 }
 
 /** F_GET_SEALS of the file `path` opens to, or undefined when it carries none. */

@@ -8,7 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { MNT_DETACH, O_CLOEXEC, O_NOFOLLOW, O_PATH, openRaw, umount2 } from '../../src/common/libc.js';
+import {
+	MNT_DETACH,
+	O_CLOEXEC,
+	O_NOFOLLOW,
+	O_PATH,
+	openRaw,
+	umount2,
+} from '../../src/common/libc.js';
 import { parseMountInfo } from '../../src/common/mountinfo.js';
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
@@ -80,7 +87,10 @@ export async function startSandbox(options: BusOptions = {}): Promise<Sandbox> {
 		address,
 		env,
 		run(command, args, runOptions = {}) {
-			const argv = runOptions.user === undefined ? [command, ...args] : asUser(runOptions.user, [command, ...args]);
+			const argv =
+				runOptions.user === undefined
+					? [command, ...args]
+					: asUser(runOptions.user, [command, ...args]);
 			return spawnSync(argv[0], argv.slice(1), {
 				encoding: 'utf8',
 				env: { ...env, ...runOptions.env },
@@ -102,7 +112,11 @@ export async function startSandbox(options: BusOptions = {}): Promise<Sandbox> {
 			rmSync(dir, { recursive: true, force: true });
 		},
 	};
-	await waitFor(() => sandbox.run('busctl', ['--address', address, 'status']).status === 0, 5000, () => `dbus-daemon did not start: ${daemonLog}`);
+	await waitFor(
+		() => sandbox.run('busctl', ['--address', address, 'status']).status === 0,
+		5000,
+		() => `dbus-daemon did not start: ${daemonLog}`,
+	);
 	return sandbox;
 }
 
@@ -145,12 +159,24 @@ async function startService(sandbox: Sandbox, args: string[]): Promise<Service> 
 	const configDir = join(sandbox.dir, 'memfd-bind.d');
 	const child = spawn(
 		process.execPath,
-		[MEMFD_BINDD, '--state-dir', stateDir, '--config-dir', configDir, '--idle-timeout', '0', '--debug', ...args],
+		[
+			MEMFD_BINDD,
+			'--state-dir',
+			stateDir,
+			'--config-dir',
+			configDir,
+			'--idle-timeout',
+			'0',
+			'--debug',
+			...args,
+		],
 		{ env: sandbox.env, stdio: ['ignore', 'ignore', 'pipe'] },
 	);
 	let output = '';
 	child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-	const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+	const exited = new Promise<number | null>((resolve) =>
+		child.once('exit', (code) => resolve(code)),
+	);
 	await waitFor(
 		() => output.includes('Serving org.opencontainers.MemfdBind') || child.exitCode !== null,
 		20_000,
@@ -172,7 +198,11 @@ async function startService(sandbox: Sandbox, args: string[]): Promise<Service> 
 }
 
 /** Polls `condition` every 20 ms until it holds or `timeout` ms pass. */
-export async function waitFor(condition: () => boolean, timeout: number, describe: () => string): Promise<void> {
+export async function waitFor(
+	condition: () => boolean,
+	timeout: number,
+	describe: () => string,
+): Promise<void> {
 	const deadline = Date.now() + timeout;
 	while (!condition()) {
 		if (Date.now() > deadline) {

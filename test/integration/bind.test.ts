@@ -6,8 +6,22 @@ import { copyFileSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } fro
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execFileSync } from 'node:child_process';
-import { foreignMemfdMount, killAndWait, mountTable, mountsAt, openedAs, sealsAt } from '../helpers/mounts.js';
-import { BUS_NAME, INTERFACE, MEMFDCTL, OBJECT_PATH, integrationSkipReason, startSandbox } from '../helpers/sandbox.js';
+import {
+	foreignMemfdMount,
+	killAndWait,
+	mountTable,
+	mountsAt,
+	openedAs,
+	sealsAt,
+} from '../helpers/mounts.js';
+import {
+	BUS_NAME,
+	INTERFACE,
+	MEMFDCTL,
+	OBJECT_PATH,
+	integrationSkipReason,
+	startSandbox,
+} from '../helpers/sandbox.js';
 import type { Sandbox, Service } from '../helpers/sandbox.js';
 
 const skip = integrationSkipReason();
@@ -37,7 +51,14 @@ describe('bind, list, release and cleanup', { skip }, () => {
 	}
 
 	function busctl(...args: string[]) {
-		return sandbox.run('busctl', ['--json=short', 'call', BUS_NAME, OBJECT_PATH, INTERFACE, ...args]);
+		return sandbox.run('busctl', [
+			'--json=short',
+			'call',
+			BUS_NAME,
+			OBJECT_PATH,
+			INTERFACE,
+			...args,
+		]);
 	}
 
 	function memfdctl(args: string[], user?: string) {
@@ -77,7 +98,16 @@ describe('bind, list, release and cleanup', { skip }, () => {
 		const before = mountTable();
 		assert.equal(memfdctl(['bind', path]).status, 0);
 
-		const listed = sandbox.run('gdbus', ['call', '--system', '--dest', BUS_NAME, '--object-path', OBJECT_PATH, '--method', `${INTERFACE}.List`]);
+		const listed = sandbox.run('gdbus', [
+			'call',
+			'--system',
+			'--dest',
+			BUS_NAME,
+			'--object-path',
+			OBJECT_PATH,
+			'--method',
+			`${INTERFACE}.List`,
+		]);
 		assert.equal(listed.status, 0, listed.stderr);
 		assert.match(listed.stdout, new RegExp(`'Path': <'${path}'>`));
 		assert.match(listed.stdout, /'Seals': <uint32 15>/);
@@ -144,11 +174,29 @@ describe('bind, list, release and cleanup', { skip }, () => {
 			assert.notEqual(result.status, 0, `Bind ${path} succeeded`);
 			const output = busError(result);
 			assert.match(output, reason, `${path}: ${output}`);
-			const gdbus = sandbox.run('gdbus', ['call', '--system', '--dest', BUS_NAME, '--object-path', OBJECT_PATH, '--method', `${INTERFACE}.Bind`, path]);
-			assert.match(gdbus.stderr, new RegExp(name.replace(/\./g, '\\.')), `${path}: ${gdbus.stderr}`);
+			const gdbus = sandbox.run('gdbus', [
+				'call',
+				'--system',
+				'--dest',
+				BUS_NAME,
+				'--object-path',
+				OBJECT_PATH,
+				'--method',
+				`${INTERFACE}.Bind`,
+				path,
+			]);
+			assert.match(
+				gdbus.stderr,
+				new RegExp(name.replace(/\./g, '\\.')),
+				`${path}: ${gdbus.stderr}`,
+			);
 		}
 		assert.deepEqual(mountTable(), before);
-		assert.equal(sandbox.run(process.execPath, [MEMFDCTL, 'list']).status, 0, 'the service still answers');
+		assert.equal(
+			sandbox.run(process.execPath, [MEMFDCTL, 'list']).status,
+			0,
+			'the service still answers',
+		);
 		assert.doesNotMatch(service.log(), /at .*\.js:\d+/, 'no stack trace in the log for bad input');
 		assert.equal(busctl('Release', 's', bound).status, 0);
 	});
@@ -160,24 +208,51 @@ describe('bind, list, release and cleanup', { skip }, () => {
 		assert.match(unknown.stderr, /Unknown method 'Explode'/);
 		const unbound = memfdctl(['release', executable('never-bound')]);
 		assert.equal(unbound.status, 1);
-		assert.match(unbound.stderr, /^memfdctl: cannot release .*never-bound: it is not bound by memfd-bind\n$/);
+		assert.match(
+			unbound.stderr,
+			/^memfdctl: cannot release .*never-bound: it is not bound by memfd-bind\n$/,
+		);
 	});
 
 	test('memfdctl prints one clear line and exits 1 for a missing file, never a stack trace', () => {
 		const result = memfdctl(['bind', join(files, 'does-not-exist')]);
 		assert.equal(result.status, 1);
-		assert.equal(result.stderr, `memfdctl: cannot bind ${join(files, 'does-not-exist')}: no such file\n`);
+		assert.equal(
+			result.stderr,
+			`memfdctl: cannot bind ${join(files, 'does-not-exist')}: no such file\n`,
+		);
 		assert.equal(result.stdout, '');
 	});
 
 	test('a caller running as nobody gets AccessDenied and nothing is mounted', () => {
 		const path = executable('nobody-target');
 		const before = mountTable();
-		const viaBusctl = sandbox.run('busctl', ['call', BUS_NAME, OBJECT_PATH, INTERFACE, 'Bind', 's', path], { user: 'nobody' });
+		const viaBusctl = sandbox.run(
+			'busctl',
+			['call', BUS_NAME, OBJECT_PATH, INTERFACE, 'Bind', 's', path],
+			{ user: 'nobody' },
+		);
 		assert.notEqual(viaBusctl.status, 0);
 		assert.match(viaBusctl.stderr, /Access denied/);
-		const viaGdbus = sandbox.run('gdbus', ['call', '--system', '--dest', BUS_NAME, '--object-path', OBJECT_PATH, '--method', `${INTERFACE}.Bind`, path], { user: 'nobody' });
-		assert.match(viaGdbus.stderr, /org\.freedesktop\.DBus\.Error\.AccessDenied: Not authorized to perform org\.opencontainers\.memfdbind\.bind/);
+		const viaGdbus = sandbox.run(
+			'gdbus',
+			[
+				'call',
+				'--system',
+				'--dest',
+				BUS_NAME,
+				'--object-path',
+				OBJECT_PATH,
+				'--method',
+				`${INTERFACE}.Bind`,
+				path,
+			],
+			{ user: 'nobody' },
+		);
+		assert.match(
+			viaGdbus.stderr,
+			/org\.freedesktop\.DBus\.Error\.AccessDenied: Not authorized to perform org\.opencontainers\.memfdbind\.bind/,
+		);
 		const viaCli = memfdctl(['bind', path], 'nobody');
 		assert.equal(viaCli.status, 4, viaCli.stderr);
 		assert.match(viaCli.stderr, /^memfdctl: cannot bind .*: Not authorized/);

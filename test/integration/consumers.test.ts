@@ -6,7 +6,15 @@ import { copyFileSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { buildLauncher, runLauncher } from '../helpers/launcher.js';
-import { BUS_NAME, INTERFACE, MEMFDCTL, OBJECT_PATH, REPO, integrationSkipReason, startSandbox } from '../helpers/sandbox.js';
+import {
+	BUS_NAME,
+	INTERFACE,
+	MEMFDCTL,
+	OBJECT_PATH,
+	REPO,
+	integrationSkipReason,
+	startSandbox,
+} from '../helpers/sandbox.js';
 import type { Sandbox } from '../helpers/sandbox.js';
 
 const skip = integrationSkipReason();
@@ -48,42 +56,81 @@ describe('consumers of a binding', { skip }, () => {
 		assert.equal(memfdctl('release', path).status, 0);
 	});
 
-	test('crun started through a bound path skips its re-exec: no mount and no execveat', { skip: existsSync(CRUN) ? false : `${CRUN} is not installed` }, () => {
-		const trace = (label: string) => {
-			const result = sandbox.run('strace', ['-f', '-qq', '-e', 'trace=mount,execveat,memfd_create', CRUN, '--version']);
-			assert.equal(result.status, 0, `${label}: ${result.stderr}`);
-			assert.match(result.stdout, /crun version/);
-			return result.stderr.split('\n').filter((line) => /\b(mount|execveat|memfd_create)\(/.test(line));
-		};
-		const unbound = trace('unbound');
-		assert.ok(unbound.length > 0, 'unbound crun re-executes itself (the baseline this test relies on)');
+	test(
+		'crun started through a bound path skips its re-exec: no mount and no execveat',
+		{ skip: existsSync(CRUN) ? false : `${CRUN} is not installed` },
+		() => {
+			const trace = (label: string) => {
+				const result = sandbox.run('strace', [
+					'-f',
+					'-qq',
+					'-e',
+					'trace=mount,execveat,memfd_create',
+					CRUN,
+					'--version',
+				]);
+				assert.equal(result.status, 0, `${label}: ${result.stderr}`);
+				assert.match(result.stdout, /crun version/);
+				return result.stderr
+					.split('\n')
+					.filter((line) => /\b(mount|execveat|memfd_create)\(/.test(line));
+			};
+			const unbound = trace('unbound');
+			assert.ok(
+				unbound.length > 0,
+				'unbound crun re-executes itself (the baseline this test relies on)',
+			);
 
-		assert.equal(memfdctl('bind', CRUN).status, 0);
-		assert.deepEqual(trace('bound'), [], 'bound crun makes no mount, execveat or memfd_create');
-		assert.equal(memfdctl('release', CRUN).status, 0);
-		assert.notEqual(trace('released').length, 0);
-	});
+			assert.equal(memfdctl('bind', CRUN).status, 0);
+			assert.deepEqual(trace('bound'), [], 'bound crun makes no mount, execveat or memfd_create');
+			assert.equal(memfdctl('release', CRUN).status, 0);
+			assert.notEqual(trace('released').length, 0);
+		},
+	);
 
 	test('the live introspection declares exactly what dbus/org.opencontainers.MemfdBind1.xml documents', () => {
 		const result = sandbox.run('busctl', ['introspect', '--xml-interface', BUS_NAME, OBJECT_PATH]);
 		assert.equal(result.status, 0, result.stderr);
 		const live = members(interfaceXml(result.stdout));
-		const documented = members(interfaceXml(readFileSync(join(REPO, 'dbus', `${INTERFACE}.xml`), 'utf8')));
+		const documented = members(
+			interfaceXml(readFileSync(join(REPO, 'dbus', `${INTERFACE}.xml`), 'utf8')),
+		);
 		assert.deepEqual(live, documented);
-		assert.ok(documented.includes('method Bind(in s path, out a{sv} binding)'), documented.join('\n'));
+		assert.ok(
+			documented.includes('method Bind(in s path, out a{sv} binding)'),
+			documented.join('\n'),
+		);
 
 		const listed = sandbox.run('busctl', ['introspect', BUS_NAME, OBJECT_PATH, INTERFACE]);
-		for (const member of ['.Bind', '.Release', '.Cleanup', '.List', '.Version', '.Bound', '.Released']) {
+		for (const member of [
+			'.Bind',
+			'.Release',
+			'.Cleanup',
+			'.List',
+			'.Version',
+			'.Bound',
+			'.Released',
+		]) {
 			assert.ok(listed.stdout.includes(member), `${member} missing from busctl introspect`);
 		}
 	});
 
 	test('every documented method is dispatched, none answers UnknownMethod', () => {
-		const documented = members(interfaceXml(readFileSync(join(REPO, 'dbus', `${INTERFACE}.xml`), 'utf8')));
+		const documented = members(
+			interfaceXml(readFileSync(join(REPO, 'dbus', `${INTERFACE}.xml`), 'utf8')),
+		);
 		for (const entry of documented.filter((line) => line.startsWith('method '))) {
 			const name = /^method (\w+)/.exec(entry)![1];
 			// A deliberately wrong signature: the dispatcher must know the method to say so.
-			const result = sandbox.run('busctl', ['call', BUS_NAME, OBJECT_PATH, INTERFACE, name, 'u', '7']);
+			const result = sandbox.run('busctl', [
+				'call',
+				BUS_NAME,
+				OBJECT_PATH,
+				INTERFACE,
+				name,
+				'u',
+				'7',
+			]);
 			assert.match(result.stderr, /signature is 'u', expected/, `${name}: ${result.stderr}`);
 		}
 	});

@@ -3,7 +3,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import {
+	copyFileSync,
+	existsSync,
+	mkdirSync,
+	readFileSync,
+	renameSync,
+	writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { killAndWait, mountsAt, sealsAt } from '../helpers/mounts.js';
@@ -62,7 +69,10 @@ describe('bindings across crashes, restarts and upgrades', { skip }, () => {
 		const before = new Map(list().map((record) => [record.Path, record.Sha256]));
 
 		// A shell loop executes every bound path every 10 ms and counts failures.
-		const loop = spawn('sh', ['-c', `fails=0; runs=0; end=$(($(date +%s) + 3)); while [ $(date +%s) -lt $end ]; do for p in ${paths.map((p) => `'${p}'`).join(' ')}; do "$p" || fails=$((fails+1)); runs=$((runs+1)); done; sleep 0.01; done; echo "$runs $fails"`]);
+		const loop = spawn('sh', [
+			'-c',
+			`fails=0; runs=0; end=$(($(date +%s) + 3)); while [ $(date +%s) -lt $end ]; do for p in ${paths.map((p) => `'${p}'`).join(' ')}; do "$p" || fails=$((fails+1)); runs=$((runs+1)); done; sleep 0.01; done; echo "$runs $fails"`,
+		]);
 		let output = '';
 		loop.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
 		await new Promise((resolve) => setTimeout(resolve, 500));
@@ -90,7 +100,10 @@ describe('bindings across crashes, restarts and upgrades', { skip }, () => {
 		const path = executable('persisted');
 		assert.equal(memfdctl('bind', path).status, 0);
 		const state = JSON.parse(readFileSync(join(sandbox.dir, 'state/bindings.json'), 'utf8'));
-		assert.deepEqual(state.bindings.map((entry: { path: string }) => entry.path), [path]);
+		assert.deepEqual(
+			state.bindings.map((entry: { path: string }) => entry.path),
+			[path],
+		);
 
 		assert.equal(await service.stop('SIGTERM'), 0);
 		assert.equal(mountsAt(path).length, 0, 'a clean stop releases the mount');
@@ -126,10 +139,16 @@ describe('bindings across crashes, restarts and upgrades', { skip }, () => {
 		const path = executable('declared');
 		const configDir = join(sandbox.dir, 'memfd-bind.d');
 		mkdirSync(configDir, { recursive: true });
-		writeFileSync(join(configDir, 'runtimes.conf'), `# container runtimes\n${path}\nrelative/path\n\n`);
+		writeFileSync(
+			join(configDir, 'runtimes.conf'),
+			`# container runtimes\n${path}\nrelative/path\n\n`,
+		);
 		const service = await sandbox.startService();
 		assert.equal(sealsAt(path), 0xf);
-		assert.match(service.log(), /runtimes\.conf:3: Invalid path 'relative\/path': the path is not absolute/);
+		assert.match(
+			service.log(),
+			/runtimes\.conf:3: Invalid path 'relative\/path': the path is not absolute/,
+		);
 		assert.equal(memfdctl('release', path).status, 0);
 		await service.stop();
 		writeFileSync(join(configDir, 'runtimes.conf'), '');
@@ -197,13 +216,28 @@ describe('bindings across crashes, restarts and upgrades', { skip }, () => {
 			const first = activated.run('busctl', ['call', BUS_NAME, OBJECT_PATH, INTERFACE, 'List']);
 			assert.equal(first.status, 0, first.stderr);
 			assert.equal(first.stdout.trim(), 'aa{sv} 0');
-			await waitFor(() => readFileSync(log, 'utf8').includes('Idle for 1 s with no bindings, exiting'), 10_000, () => readFileSync(log, 'utf8'));
-			await waitFor(() => activated.run('busctl', ['status', BUS_NAME]).status !== 0, 5000, () => 'the name is still owned');
+			await waitFor(
+				() => readFileSync(log, 'utf8').includes('Idle for 1 s with no bindings, exiting'),
+				10_000,
+				() => readFileSync(log, 'utf8'),
+			);
+			await waitFor(
+				() => activated.run('busctl', ['status', BUS_NAME]).status !== 0,
+				5000,
+				() => 'the name is still owned',
+			);
 
-			const second = activated.run('busctl', ['get-property', BUS_NAME, OBJECT_PATH, INTERFACE, 'Version']);
+			const second = activated.run('busctl', [
+				'get-property',
+				BUS_NAME,
+				OBJECT_PATH,
+				INTERFACE,
+				'Version',
+			]);
 			assert.equal(second.status, 0, second.stderr);
 			assert.match(second.stdout, /^s "\d+\.\d+\.\d+"/);
-			const serving = readFileSync(log, 'utf8').match(/Serving org\.opencontainers\.MemfdBind/g) ?? [];
+			const serving =
+				readFileSync(log, 'utf8').match(/Serving org\.opencontainers\.MemfdBind/g) ?? [];
 			assert.equal(serving.length, 2, 'started twice by activation');
 		} finally {
 			await activated.stop();
@@ -222,7 +256,9 @@ describe('bindings across crashes, restarts and upgrades', { skip }, () => {
 
 			spawn('pkill', ['-f', `dbus-daemon --config-file ${other.dir}`]);
 			const code = await Promise.race([
-				new Promise<number | null>((resolve) => service.process.once('exit', (status) => resolve(status))),
+				new Promise<number | null>((resolve) =>
+					service.process.once('exit', (status) => resolve(status)),
+				),
 				new Promise<string>((resolve) => setTimeout(() => resolve('still running'), 5000)),
 			]);
 			assert.equal(code, 1);

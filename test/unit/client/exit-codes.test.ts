@@ -20,9 +20,15 @@ test('exitCodeFor gives 1 to service errors', () => {
 
 test('reasonFor drops the service prefix that repeats the path', () => {
 	assert.equal(reasonFor(ErrorName.NotFound, "Failed to bind '/x': no such file"), 'no such file');
-	assert.equal(reasonFor(ErrorName.InvalidPath, "Invalid path 'a\\'b': the path is not absolute"), 'the path is not absolute');
+	assert.equal(
+		reasonFor(ErrorName.InvalidPath, "Invalid path 'a\\'b': the path is not absolute"),
+		'the path is not absolute',
+	);
 });
 
 test('reasonFor keeps a message that has no such prefix', () => {
-	assert.equal(reasonFor(ErrorName.AccessDenied, 'Not authorized to perform x'), 'Not authorized to perform x');
+	assert.equal(
+		reasonFor(ErrorName.AccessDenied, 'Not authorized to perform x'),
+		'Not authorized to perform x',
+	);
 });

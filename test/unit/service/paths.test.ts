@@ -8,7 +8,10 @@ function rejection(path: string): string {
 	try {
 		validatePath(path);
 	} catch (error: unknown) {
-		assert.ok(isBindError(error, ErrorName.InvalidPath), `expected InvalidPath for ${JSON.stringify(path)}`);
+		assert.ok(
+			isBindError(error, ErrorName.InvalidPath),
+			`expected InvalidPath for ${JSON.stringify(path)}`,
+		);
 		return error.message;
 	}
 	assert.fail(`validatePath accepted ${JSON.stringify(path)}`);

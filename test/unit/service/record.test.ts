@@ -17,7 +17,9 @@ test('encodeRecord gives each documented key its D-Bus type', () => {
 		memfdName: 'memfd-bind:/usr/bin/runc',
 		holderPid: 42,
 	});
-	const types = Object.fromEntries(Object.entries(record).map(([key, variant]) => [key, variant.signature]));
+	const types = Object.fromEntries(
+		Object.entries(record).map(([key, variant]) => [key, variant.signature]),
+	);
 	assert.deepEqual(types, {
 		Path: 's',
 		State: 's',
