@@ -7,6 +7,7 @@ import type { PolkitAgent } from './agent.js';
 import { formatList, formatStatus } from './format.js';
 import { MemfdBindProxy, ServiceCallError } from './proxy.js';
 import { localStatus } from './status.js';
+import { addPolkitCommands } from './polkit-rules.js';
 
 interface GlobalOptions {
 	askPassword: boolean;
@@ -147,6 +148,8 @@ function buildProgram(): Command {
 				options.quiet,
 			);
 		});
+
+	addPolkitCommands(program);
 
 	program.addOption(new Option('--debug').hideHelp());
 	return program;
