@@ -42,10 +42,18 @@ export interface ProxyOptions {
 
 /** The client side of org.opencontainers.MemfdBind1. */
 export class MemfdBindProxy {
+	// Rejects with the bus's first 'error' event (failed connect, lost socket).
+	private readonly broken: Promise<never>;
+
 	private constructor(
 		private readonly bus: MessageBus,
 		private readonly options: ProxyOptions,
-	) {}
+	) {
+		// dbus-next reports a failed connect only as an 'error' event: unhandled, it kills the
+		// process with a stack trace, and a call made meanwhile never settles.
+		this.broken = new Promise<never>((_, reject) => bus.on('error', reject));
+		this.broken.catch(() => undefined);
+	}
 
 	/** Connects to the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured). */
 	static connect(options: ProxyOptions): MemfdBindProxy {
@@ -104,7 +112,7 @@ export class MemfdBindProxy {
 		});
 		let reply: BusMessage | null;
 		try {
-			reply = await this.bus.call(message);
+			reply = await Promise.race([this.bus.call(message), this.broken]);
 		} catch (error: unknown) {
 			const dbusError = error as { type?: string; text?: string };
 			if (typeof dbusError.type === 'string') {

@@ -5,7 +5,15 @@ import type { Stats } from 'node:fs';
 import { ErrorName } from '../common/names.js';
 import { quote } from '../common/quote.js';
 import { BindError, describeErrno, failure, isBindError } from './errors.js';
-import { HOLDER_FD, fdTarget, isHolder, processName, spawnHolder, stopHolder } from './holder.js';
+import {
+	HOLDER_FD,
+	fdTarget,
+	findHolders,
+	isHolder,
+	processName,
+	spawnHolder,
+	stopHolder,
+} from './holder.js';
 import {
 	MNT_DETACH,
 	MS_BIND,
@@ -194,14 +202,26 @@ export class Binder {
 
 	/**
 	 * Takes over bindings left by an earlier run of the service: memfd mounts whose holder is
-	 * still one of ours. Returns the paths whose mounts are stale.
+	 * still one of ours. Reports stale mounts and live foreign ones, and stops holders that no
+	 * mount uses (left by a crash between starting a holder and mounting).
 	 */
-	async adopt(): Promise<{ adopted: Binding[]; stale: string[] }> {
+	async adopt(): Promise<{
+		adopted: Binding[];
+		stale: string[];
+		foreign: BindingView[];
+		orphans: number[];
+	}> {
 		const adopted: Binding[] = [];
 		const stale: string[] = [];
+		const foreign: BindingView[] = [];
+		const used = new Set<number>();
 		for (const entry of readMountInfo()) {
 			const link = magicLinkOf(entry);
-			if (link === undefined || this.bindings.has(entry.mountPoint)) {
+			if (link === undefined) {
+				continue;
+			}
+			used.add(link.pid);
+			if (this.bindings.has(entry.mountPoint)) {
 				continue;
 			}
 			const target = fdTarget(link.pid, link.fd);
@@ -210,6 +230,7 @@ export class Binder {
 				continue;
 			}
 			if (!target.startsWith(MEMFD_PREFIX) || !isHolder(link.pid)) {
+				foreign.push(foreignView(entry, link));
 				continue;
 			}
 			const binding = await adoptHolder(entry.mountPoint, link);
@@ -218,7 +239,11 @@ export class Binder {
 				adopted.push(binding);
 			}
 		}
-		return { adopted, stale };
+		const orphans = findHolders().filter((pid) => !used.has(pid));
+		for (const pid of orphans) {
+			stopHolder(pid);
+		}
+		return { adopted, stale, foreign, orphans };
 	}
 
 	private async cleanupEverywhere(): Promise<string[]> {

@@ -1,7 +1,7 @@
 // Holder processes: one `sleep infinity` per binding keeps the memfd open as its fd 3, so the
 // mount's magic link `/proc/<holder>/fd/3` stays valid when the service itself restarts.
 import { spawn } from 'node:child_process';
-import { readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 
 /** argv[0] of every holder; `ps` and the adoption at start-up recognise holders by it. */
 export const HOLDER_NAME = 'memfd-bind-holder';
@@ -69,5 +69,25 @@ export function stopHolder(pid: number): boolean {
 		return true;
 	} catch {
 		return false;
+	}
+}
+
+/**
+ * Lists holders in this mount namespace. Holders of another namespace belong to another
+ * service instance, whose mounts this one cannot see.
+ */
+export function findHolders(): number[] {
+	const ownNamespace = namespaceOf('self');
+	return readdirSync('/proc')
+		.filter((name) => /^\d+$/.test(name))
+		.map(Number)
+		.filter((pid) => isHolder(pid) && namespaceOf(String(pid)) === ownNamespace);
+}
+
+function namespaceOf(pid: string): string | undefined {
+	try {
+		return readlinkSync(`/proc/${pid}/ns/mnt`);
+	} catch {
+		return undefined;
 	}
 }

@@ -64,12 +64,24 @@ async function restore(
 	state: StateStore,
 	configDir: string,
 ): Promise<void> {
-	const { adopted, stale } = await binder.adopt();
+	const { adopted, stale, foreign, orphans } = await binder.adopt();
+	const saved = state.load();
 	for (const binding of adopted) {
+		// The state file remembers who asked and when; the holder only knows when it started.
+		const entry = saved.find((candidate) => candidate.path === binding.path);
+		binding.boundBy = entry?.boundBy ?? binding.boundBy;
+		binding.boundAt = entry?.boundAt ?? binding.boundAt;
 		log.info(`Adopted the binding of ${quote(binding.path)} (holder pid ${binding.holderPid})`);
 	}
+	for (const view of foreign) {
+		log.notice(
+			`A memfd mount of another tool is at ${quote(view.path)} (pid ${view.holderPid}); leaving it alone`,
+		);
+	}
+	for (const pid of orphans) {
+		log.warning(`Stopped holder pid ${pid}: no mount uses it (left by an interrupted call)`);
+	}
 
-	const saved = state.load();
 	manager.restoreSuspended(saved.filter((entry) => entry.suspended));
 	const wanted = new Map<string, number>();
 	for (const entry of saved.filter((entry) => !entry.suspended)) {
@@ -118,6 +130,12 @@ async function shutdown(
 	signal: string,
 ): Promise<void> {
 	log.info(`Received ${signal}, releasing ${binder.bindings.size} binding(s)`);
+	manager.beginShutdown();
+	// A Bind still copying would otherwise finish after the release and leave its mount behind.
+	const deadline = Date.now() + 60_000;
+	while (manager.inFlight > 0 && Date.now() < deadline) {
+		await new Promise((resolve) => setTimeout(resolve, 50));
+	}
 	manager.freezeState();
 	try {
 		await bus.releaseName(BUS_NAME);

@@ -2,13 +2,13 @@
 // arguments, validates them (bad input never reaches polkit), authorizes, acts, logs the change,
 // emits the signal and replies.
 import type { Message as BusMessage, MessageBus } from 'dbus-next';
-import { Action, INTERFACE } from '../common/names.js';
+import { Action, ErrorName, INTERFACE } from '../common/names.js';
 import { quote } from '../common/quote.js';
 import type { Authorizer } from './authorize.js';
 import type { Binder, Binding } from './binder.js';
 import { emitSignal, loadInterfaceXml } from './bus.js';
 import type { ObjectSpec } from './bus.js';
-import { describeErrno } from './errors.js';
+import { BindError, describeErrno } from './errors.js';
 import { log } from './log.js';
 import { canonicalPath, validatePath } from './paths.js';
 import { encodeRecord } from './record.js';
@@ -29,6 +29,7 @@ export class Manager {
 	/** Paths lifted by Suspend, to be bound again by Resume. */
 	private readonly suspended = new Map<string, SavedBinding>();
 	private persisting = true;
+	private stopping = false;
 
 	constructor(private readonly options: ManagerOptions) {}
 
@@ -184,8 +185,20 @@ export class Manager {
 		return this.options.binder.list().map((view) => encodeRecord(view));
 	}
 
-	// Counts a call as in flight so the idle timer never stops the service under a caller.
+	/** Refuses new changing calls from now on; List still answers. */
+	beginShutdown(): void {
+		this.stopping = true;
+	}
+
+	// Counts a call as in flight so the idle timer never stops the service under a caller, and
+	// a shutdown waits for it instead of leaving a half-made binding behind.
 	private async track<T>(task: () => Promise<T>): Promise<T> {
+		if (this.stopping) {
+			throw new BindError(
+				ErrorName.Failed,
+				'Failed to start the call: memfd-bindd is shutting down',
+			);
+		}
 		this.inFlight++;
 		try {
 			return await task();

@@ -224,6 +224,17 @@ describe('bind, list, release and cleanup', { skip }, () => {
 		assert.equal(result.stdout, '');
 	});
 
+	test('memfdctl exits 69 with one line when the system bus cannot be reached', () => {
+		const result = sandbox.run(process.execPath, [MEMFDCTL, 'list'], {
+			env: { DBUS_SYSTEM_BUS_ADDRESS: `unix:path=${join(sandbox.dir, 'no-such-socket')}` },
+		});
+		assert.equal(result.status, 69);
+		assert.match(
+			result.stderr,
+			/^memfdctl: cannot list bindings: cannot reach the system bus \(ENOENT: [^\n]*\)\n$/,
+		);
+	});
+
 	test('a caller running as nobody gets AccessDenied and nothing is mounted', () => {
 		const path = executable('nobody-target');
 		const before = mountTable();
