@@ -59,9 +59,10 @@ for f in bin/memfdctl bin/memfd-bindd package.json package-lock.json dist/src; d
 	[ -e "$SRCDIR/$f" ] || fail "missing $SRCDIR/$f (run 'npm ci' and 'npm run build' first)"
 done
 # The entry modules are whatever the bin scripts import.
-for f in $(sed -n "s|^import [\"']\.\./\(dist/[^\"']*\)[\"'];*\$|\1|p" "$SRCDIR/bin/memfdctl" "$SRCDIR/bin/memfd-bindd"); do
-	[ -e "$SRCDIR/$f" ] || fail "missing $SRCDIR/$f (run 'npm run build' first)"
-done
+sed -n "s|^import [\"']\.\./\(dist/[^\"']*\)[\"'];*\$|\1|p" "$SRCDIR/bin/memfdctl" "$SRCDIR/bin/memfd-bindd" |
+	while IFS= read -r f; do
+		[ -e "$SRCDIR/$f" ] || fail "missing $SRCDIR/$f (run 'npm run build' first)"
+	done
 
 # Copies a file and sets its mode: put MODE SOURCE TARGET.
 put() {
