@@ -6,6 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { concurrentClients } from './attacks/concurrent.js';
 import { malformedCalls } from './attacks/malformed.js';
+import { resizeDuringCopy } from './attacks/resize.js';
+import { symlinkSwap } from './attacks/symlink-swap.js';
 import { summaryLine } from './report.js';
 import type { AttackResult } from './report.js';
 
@@ -24,6 +26,8 @@ const ATTACKS: Attack[] = [
 		run: (seed, quick) =>
 			concurrentClients({ clients: 32, callsPerClient: quick ? 20 : 200, paths: 10, seed }),
 	},
+	{ name: 'symlink-swap', run: (_, quick) => symlinkSwap({ rounds: quick ? 100 : 1000 }) },
+	{ name: 'grow-shrink', run: (_, quick) => resizeDuringCopy({ rounds: quick ? 2 : 10 }) },
 ];
 
 const { values } = parseArgs({
