@@ -3,7 +3,7 @@
 // against a stub polkit, and renamed into place; a file changed by hand is reported, never replaced.
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { chmod, open, readFile, readdir, rename, unlink } from 'node:fs/promises';
+import { open, readFile, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join, posix } from 'node:path';
 import type { Command } from 'commander';
 import { execa } from 'execa';
@@ -134,17 +134,7 @@ export function validateGroup(group: string): string {
 
 /** Returns `path` when it is absolute and normalised, as the service sends it to polkit. */
 export function validatePath(path: string): string {
-	const problem = !path.startsWith('/')
-		? 'not absolute'
-		: path.includes('\0')
-			? 'contains a NUL byte'
-			: path.includes('\uFFFD')
-				? 'not valid UTF-8'
-				: posix.normalize(path) !== path || (path !== '/' && path.endsWith('/'))
-					? 'not normalised'
-					: Buffer.byteLength(path) > PATH_MAX_BYTES
-						? `longer than ${PATH_MAX_BYTES} bytes`
-						: undefined;
+	const problem = pathProblem(path);
 	if (problem !== undefined) {
 		throw new GrantArgumentError(`invalid path ${quote(path)}: ${problem}`);
 	}
@@ -282,7 +272,9 @@ export async function readGrants(file: string): Promise<Grant[]> {
 		if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
 			return [];
 		}
-		throw error;
+		throw new Error(`Failed to read rules file ${quote(file)}: ${describeError(error)}`, {
+			cause: error,
+		});
 	}
 	return parseRules(file, text);
 }
@@ -291,12 +283,16 @@ export async function readGrants(file: string): Promise<Grant[]> {
  * Replaces `file` with the rules for `grants`, or removes it when there are none. The new text goes
  * to a temporary file in the same folder (a name polkitd ignores), is read back and checked, and
  * is renamed over the old file, so polkitd only ever sees a whole, working file.
+ * TODO: two memfdctl processes changing grants at once both read the old file, so the grant
+ * written first is lost; there is no lock between readGrants and writeGrants.
  */
 export async function writeGrants(file: string, grants: Grant[]): Promise<void> {
 	if (grants.length === 0) {
 		await unlink(file).catch((error: unknown) => {
 			if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-				throw error;
+				throw new Error(`Failed to remove rules file ${quote(file)}: ${describeError(error)}`, {
+					cause: error,
+				});
 			}
 		});
 		await syncFolder(dirname(file));
@@ -312,12 +308,12 @@ export async function writeGrants(file: string, grants: Grant[]): Promise<void> 
 		);
 		try {
 			await handle.writeFile(text);
+			// The umask may have taken bits away; polkitd (not root) must read the file.
+			await handle.chmod(0o644);
 			await handle.sync();
 		} finally {
 			await handle.close();
 		}
-		// The umask may have taken bits away; polkitd (not root) must read the file.
-		await chmod(temporary, 0o644);
 		const written = await readFile(temporary, 'utf8');
 		const syntax = syntaxError(written);
 		if (syntax !== undefined) {
@@ -327,7 +323,9 @@ export async function writeGrants(file: string, grants: Grant[]): Promise<void> 
 		await rename(temporary, file);
 	} catch (error: unknown) {
 		await unlink(temporary).catch(() => undefined);
-		throw error;
+		throw new Error(`Failed to write rules file ${quote(file)}: ${describeError(error)}`, {
+			cause: error,
+		});
 	}
 	await syncFolder(dirname(file));
 }
@@ -459,6 +457,26 @@ function parseGrantLine(file: string, lineNumber: number, json: string, earlier:
 			{ cause: error },
 		);
 	}
+}
+
+function pathProblem(path: string): string | undefined {
+	if (!path.startsWith('/')) {
+		return 'not absolute';
+	}
+	if (path.includes('\0')) {
+		return 'contains a NUL byte';
+	}
+	// What argv bytes that are not UTF-8 decode to; the service could not receive such a path.
+	if (path.includes('\uFFFD')) {
+		return 'not valid UTF-8';
+	}
+	if (posix.normalize(path) !== path || (path !== '/' && path.endsWith('/'))) {
+		return 'not normalised';
+	}
+	if (Buffer.byteLength(path) > PATH_MAX_BYTES) {
+		return `longer than ${PATH_MAX_BYTES} bytes`;
+	}
+	return undefined;
 }
 
 // JSON, with the two characters escaped that end a line (and so a // comment) in ES5.
