@@ -93,9 +93,11 @@ function bindPanel(data: ChartData, left: number, width: number): string[] {
 		series.forEach(([, color, read], i) => {
 			const value = read(cost);
 			const x = groupLeft + i * 32;
+			// The Bind bar's label goes above the goal line too, so the line never crosses it.
+			const top = i === 1 ? Math.min(y(value), y(2 * cost.cpMs)) : y(value);
 			out.push(
 				`<rect x="${x}" y="${y(value).toFixed(1)}" width="28" height="${(BOTTOM - y(value)).toFixed(1)}" fill="${color}"/>`,
-				text(x + 14, y(value) - 4, formatNumber(value), 'middle', 10),
+				text(x + 14, top - 4, formatNumber(value), 'middle', 10),
 			);
 		});
 		// The goal: Bind within 2x of cp, drawn across the Bind bar.

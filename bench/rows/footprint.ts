@@ -11,7 +11,7 @@ import type { Line } from '../report.js';
 const BINDINGS = 100;
 const FILE_SIZE = 4096;
 // Bind-100-then-release cycles on the warm service; their median gives the per-binding figure.
-const WARM_CYCLES = 3;
+const WARM_CYCLES = 5;
 // A binding's share of the service's RSS counts as flat up to this: its record, the Map entry and
 // the holder's ChildProcess object (kept until the holder exits) take a few KiB. A leaked buffer,
 // fd or copy of the file would show far above it.
