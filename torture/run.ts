@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { concurrentClients } from './attacks/concurrent.js';
+import { killService } from './attacks/kill-service.js';
 import { malformedCalls } from './attacks/malformed.js';
 import { resizeDuringCopy } from './attacks/resize.js';
 import { symlinkSwap } from './attacks/symlink-swap.js';
@@ -28,6 +29,7 @@ const ATTACKS: Attack[] = [
 	},
 	{ name: 'symlink-swap', run: (_, quick) => symlinkSwap({ rounds: quick ? 100 : 1000 }) },
 	{ name: 'grow-shrink', run: (_, quick) => resizeDuringCopy({ rounds: quick ? 2 : 10 }) },
+	{ name: 'kill-9', run: (seed, quick) => killService({ kills: quick ? 10 : 50, seed }) },
 ];
 
 const { values } = parseArgs({
