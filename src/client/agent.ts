@@ -1,6 +1,5 @@
 // Starts pkttyagent for the duration of a call, as systemctl does, so polkit can ask for a
 // password on this terminal. Never in scripts: only for a non-root user on a terminal, outside CI.
-import { execa } from 'execa';
 
 export interface PolkitAgent {
 	stop(): Promise<void>;
@@ -13,6 +12,8 @@ export async function startPolkitAgent(): Promise<PolkitAgent | undefined> {
 	if (process.getuid?.() === 0 || !process.stdin.isTTY || process.env.CI !== undefined) {
 		return undefined;
 	}
+	// execa takes about 100 ms to import; only a call that may prompt pays for it.
+	const { execa } = await import('execa');
 	// pkttyagent closes fd 3 once it is registered for this process. No --fallback: polkitd only
 	// consults a fallback agent when the caller is in a logind session, so under su, setpriv or a
 	// container the agent would register and never be asked, and no prompt would ever appear.

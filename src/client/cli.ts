@@ -6,7 +6,6 @@ import { startPolkitAgent } from './agent.js';
 import type { PolkitAgent } from './agent.js';
 import { formatList, formatStatus } from './format.js';
 import { MemfdBindProxy, ServiceCallError } from './proxy.js';
-import { localStatus } from './status.js';
 import { addPolkitCommands } from './polkit-rules.js';
 
 interface GlobalOptions {
@@ -106,6 +105,8 @@ function buildProgram(): Command {
 		.argument('<path>', 'a path')
 		.option('--json', 'print JSON')
 		.action(async (path: string, options: { json?: boolean }) => {
+			// status alone needs libc (koffi); other verbs do not load it.
+			const { localStatus } = await import('./status.js');
 			const status = await localStatus(path);
 			process.stdout.write(formatStatus(status, Boolean(options.json)));
 			if (status.error !== undefined) {
