@@ -288,6 +288,36 @@ describe('polkit authorization with the real polkitd', { skip }, () => {
 		assert.equal(mountsAt(path).length, 0);
 	});
 
+	test('one rules file holds grants for two groups, hostile paths included, and polkitd applies each', async () => {
+		const hostile = executable(`it's "quoted"\nline\u2028sep`);
+		const plain = executable('nogroup-granted');
+		const file = join(rulesDir, '60-memfd-bind.rules');
+		await polkitTool(['allow', '--group', 'daemon', '--path', hostile, '--rules-dir', rulesDir]);
+		await polkitTool(['allow', '--group', 'nogroup', '--path', plain, '--rules-dir', rulesDir]);
+		assert.doesNotMatch(polkitd.log(), /Error compiling script/);
+
+		for (const [user, own, foreign] of [
+			['daemon', hostile, plain],
+			['nobody', plain, hostile],
+		]) {
+			const refused = memfdctl(['bind', foreign], user);
+			assert.equal(refused.status, 4, `${user} binds ${foreign}: ${refused.stderr}`);
+			const bound = memfdctl(['bind', own], user);
+			assert.equal(bound.status, 0, `${user} binds ${own}: ${bound.stderr}`);
+			assert.equal(mountsAt(own).length, 1);
+			assert.equal(memfdctl(['release', own], user).status, 0);
+			assert.equal(mountsAt(own).length, 0);
+		}
+
+		await polkitTool(['revoke', '--group', 'nogroup', '--rules-dir', rulesDir]);
+		assert.ok(existsSync(file), 'the grant for daemon is kept');
+		assert.equal(memfdctl(['bind', plain], 'nobody').status, 4);
+		assert.equal(memfdctl(['bind', hostile], 'daemon').status, 0);
+		assert.equal(memfdctl(['release', hostile], 'daemon').status, 0);
+		await polkitTool(['revoke', '--group', 'daemon', '--rules-dir', rulesDir]);
+		assert.ok(!existsSync(file));
+	});
+
 	test('memfdctl polkit allow and show report a rules file broken by hand and leave it alone', async () => {
 		const file = join(rulesDir, '60-memfd-bind.rules');
 		await polkitTool(['allow', '--group', 'daemon', '--rules-dir', rulesDir]);
