@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { ErrorName } from '../common/names.js';
 import { quote } from '../common/quote.js';
 import { BindError, failure } from './errors.js';
+import { startHash } from './hasher.js';
 import {
 	MFD_ALLOW_SEALING,
 	MFD_CLOEXEC,
@@ -55,8 +56,11 @@ export function memfdNameFor(path: string): string {
 export async function createSealedCopy(source: CopySource): Promise<SealedCopy> {
 	const name = memfdNameFor(source.path);
 	const fd = createExecutableMemfd(name, source.path);
+	// The digest is read back from the memfd itself, range by range as the copy lands in it;
+	// nobody else holds the memfd, and the seals below freeze exactly the bytes hashed.
+	const hash = startHash(fd);
 	try {
-		await copyAll(fd, source);
+		await copyAll(fd, source, (copied) => hash.update(copied));
 		// The copy keeps the original's owner and permissions, minus setuid and setgid.
 		fchownSync(fd, source.uid, source.gid);
 		fchmodSync(fd, source.mode & 0o777);
@@ -68,9 +72,10 @@ export async function createSealedCopy(source: CopySource): Promise<SealedCopy> 
 				`Failed to seal the copy of ${quote(source.path)}: seals are 0x${seals.toString(16)}, expected 0x${RUNC_SEALS.toString(16)}`,
 			);
 		}
-		const sha256 = await hashFd(fd, source.size);
+		const sha256 = await hash.digest();
 		return { fd, name, size: source.size, seals, sha256 };
 	} catch (error: unknown) {
+		await hash.abort();
 		closeSync(fd);
 		throw failure('copy', source.path, error);
 	}
@@ -127,7 +132,11 @@ function readNoexecSetting(): string | undefined {
 }
 
 // sendfile moves the bytes inside the kernel; the counts prove the file did not change size.
-async function copyAll(memfd: number, source: CopySource): Promise<void> {
+async function copyAll(
+	memfd: number,
+	source: CopySource,
+	progress: (copied: number) => void,
+): Promise<void> {
 	let copied = 0;
 	while (copied < source.size) {
 		const step = sendfile(memfd, source.fd, Math.min(COPY_STEP, source.size - copied));
@@ -135,6 +144,7 @@ async function copyAll(memfd: number, source: CopySource): Promise<void> {
 			throw changedSize(source.path, `it shrank to ${copied} bytes during the copy`);
 		}
 		copied += step;
+		progress(copied);
 		await new Promise((resolve) => setImmediate(resolve));
 	}
 	if (sendfile(memfd, source.fd, 1) !== 0 || fstatSync(source.fd).size !== source.size) {
