@@ -4,9 +4,11 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { busRestart } from './attacks/bus-restart.js';
 import { concurrentClients } from './attacks/concurrent.js';
 import { killService } from './attacks/kill-service.js';
 import { malformedCalls } from './attacks/malformed.js';
+import { memfdNoexec } from './attacks/noexec.js';
 import { resizeDuringCopy } from './attacks/resize.js';
 import { symlinkSwap } from './attacks/symlink-swap.js';
 import { summaryLine } from './report.js';
@@ -30,6 +32,8 @@ const ATTACKS: Attack[] = [
 	{ name: 'symlink-swap', run: (_, quick) => symlinkSwap({ rounds: quick ? 100 : 1000 }) },
 	{ name: 'grow-shrink', run: (_, quick) => resizeDuringCopy({ rounds: quick ? 2 : 10 }) },
 	{ name: 'kill-9', run: (seed, quick) => killService({ kills: quick ? 10 : 50, seed }) },
+	{ name: 'memfd-noexec', run: (_, quick) => memfdNoexec({ rounds: quick ? 1 : 5 }) },
+	{ name: 'bus-restart', run: (_, quick) => busRestart({ rounds: quick ? 1 : 6 }) },
 ];
 
 const { values } = parseArgs({

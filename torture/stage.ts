@@ -18,6 +18,8 @@ export interface Stage {
 	restart(): Promise<Service>;
 	/** Tells whether the service process runs and answers Ping. */
 	isAlive(): Promise<boolean>;
+	/** Replaces the client with a new connection, after the bus daemon itself restarted. */
+	reconnect(): Promise<void>;
 	close(): Promise<void>;
 }
 
@@ -50,6 +52,10 @@ export async function openStage(options: { withService?: boolean } = {}): Promis
 					return false;
 				}
 				return stage.client.ping();
+			},
+			async reconnect() {
+				stage.client.close();
+				stage.client = await BusClient.connect(sandbox.address);
 			},
 			async close() {
 				stage.client.close();
