@@ -347,6 +347,58 @@ describe('the installed D-Bus files', () => {
 	);
 });
 
+// Settings that give a unit a mount namespace of its own (systemd.exec(5), and exec_needs_mount_namespace()
+// in systemd's src/core/execute.c): the service's bind mounts would then stay invisible to the host.
+const MOUNT_NAMESPACE_SETTINGS = [
+	'PrivateTmp',
+	'PrivateDevices',
+	'PrivateMounts',
+	'PrivateNetwork',
+	'PrivateIPC',
+	'PrivatePIDs',
+	'PrivateUsers',
+	'ProtectSystem',
+	'ProtectHome',
+	'ProtectKernelTunables',
+	'ProtectKernelModules',
+	'ProtectKernelLogs',
+	'ProtectControlGroups',
+	'ProtectProc',
+	'ProcSubset',
+	'ReadWritePaths',
+	'ReadOnlyPaths',
+	'InaccessiblePaths',
+	'ExecPaths',
+	'NoExecPaths',
+	'TemporaryFileSystem',
+	'BindPaths',
+	'BindReadOnlyPaths',
+	'MountAPIVFS',
+	'RootDirectory',
+	'RootImage',
+	'MountImages',
+	'ExtensionImages',
+	'ExtensionDirectories',
+	'LogNamespace',
+	'MountFlags',
+	'DynamicUser',
+];
+
+test('memfd-bind.service keeps the host mount namespace and lets holders outlive a crash', () => {
+	const unit = readFileSync(join(source, 'systemd/memfd-bind.service'), 'utf8');
+	const keys = unit
+		.split('\n')
+		.filter((line) => /^[A-Za-z]+=/.test(line))
+		.map((line) => line.slice(0, line.indexOf('=')));
+
+	for (const key of [...MOUNT_NAMESPACE_SETTINGS, 'MemoryDenyWriteExecute']) {
+		assert.equal(keys.includes(key), false, `${key}= is set`);
+	}
+	assert.deepEqual(settings(unit, 'KillMode'), ['process']);
+	assert.deepEqual(settings(unit, 'Type'), ['dbus']);
+	assert.deepEqual(settings(unit, 'BusName'), [BUS_NAME]);
+});
+
 test('install.sh stops and names the entry module when dist is not built', () => {
 	const tree = join(work, 'unbuilt');
 	cpSync(source, tree, { recursive: true, verbatimSymlinks: true });
