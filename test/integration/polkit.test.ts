@@ -3,7 +3,7 @@
 // service, and real non-root callers (nobody, daemon) through busctl, dbus-send and memfdctl.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -393,6 +393,20 @@ describe('polkit authorization with the real polkitd', { skip }, () => {
 		assert.equal(mountsAt(path).length, 0);
 	});
 
+	test('a caller killed at the password prompt gets nothing bound, and the service goes on', async () => {
+		const path = executable('pty-caller-killed');
+		const before = mountTable();
+		const session = promptingBind(sandbox, path);
+		await session.prompted;
+
+		await session.killCaller();
+		await logged(
+			/Denied org\.opencontainers\.memfdbind\.bind on '.*pty-caller-killed' for uid=65534/,
+		);
+		assert.deepEqual(mountTable(), before);
+		assert.equal(memfdctl(['list']).status, 0);
+	});
+
 	test('with polkitd stopped root still binds and releases, and everyone else is refused', async () => {
 		await polkitd.stop();
 		const path = executable('polkitd-stopped');
@@ -422,6 +436,8 @@ interface PromptSession {
 	output(): string;
 	/** Types Ctrl-D at the prompt and resolves with memfdctl's exit code. */
 	sendEof(): Promise<number | null>;
+	/** Kills memfdctl itself (SIGKILL) and waits until the terminal session ends. */
+	killCaller(): Promise<void>;
 }
 
 // Runs `memfdctl bind` as nobody on a pseudo-terminal (script(1)), so it starts pkttyagent.
@@ -469,6 +485,22 @@ function promptingBind(sandbox: Sandbox, path: string): PromptSession {
 				throw new Error(`memfdctl did not end after EOF: ${JSON.stringify(output)}`);
 			}
 			return code;
+		},
+		async killCaller() {
+			const argv = [process.execPath, MEMFDCTL, 'bind', path].join('\0');
+			const pid = readdirSync('/proc')
+				.filter((name) => /^\d+$/.test(name))
+				.find((name) => {
+					try {
+						return readFileSync(`/proc/${name}/cmdline`, 'utf8') === `${argv}\0`;
+					} catch {
+						return false;
+					}
+				});
+			assert.ok(pid !== undefined, 'memfdctl is running');
+			process.kill(Number(pid), 'SIGKILL');
+			child.stdin.end();
+			await exited;
 		},
 	};
 }
