@@ -2,7 +2,7 @@
 // gdbus and memfdctl, with real memfds and mounts inside the test's private mount namespace.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execFileSync } from 'node:child_process';
@@ -14,6 +14,8 @@ import {
 	openedAs,
 	sealsAt,
 } from '../helpers/mounts.js';
+import { clientsFor } from '../helpers/clients.js';
+import type { Clients } from '../helpers/clients.js';
 import {
 	BUS_NAME,
 	INTERFACE,
@@ -32,42 +34,21 @@ describe('bind, list, release and cleanup', { skip }, () => {
 	let service: Service;
 	let files: string;
 
+	let executable: Clients['executable'];
+	let busctl: Clients['busctl'];
+	let gdbus: Clients['gdbus'];
+	let memfdctl: Clients['memfdctl'];
+
 	before(async () => {
 		sandbox = await startSandbox();
 		service = await sandbox.startService(['--max-size', '8M']);
 		files = join(sandbox.dir, 'files');
-		mkdirSync(files);
+		({ executable, busctl, gdbus, memfdctl } = clientsFor(sandbox));
 	});
 
 	after(async () => {
 		await sandbox?.stop();
 	});
-
-	// A fresh copy of a real executable, so every test binds its own file.
-	function executable(name: string, from = '/usr/bin/true'): string {
-		const path = join(files, name);
-		copyFileSync(from, path);
-		return path;
-	}
-
-	function busctl(...args: string[]) {
-		return sandbox.run('busctl', [
-			'--json=short',
-			'call',
-			BUS_NAME,
-			OBJECT_PATH,
-			INTERFACE,
-			...args,
-		]);
-	}
-
-	function memfdctl(args: string[], user?: string) {
-		return sandbox.run(process.execPath, [MEMFDCTL, '--no-ask-password', ...args], { user });
-	}
-
-	function busError(result: { stderr: string }): string {
-		return result.stderr.trim();
-	}
 
 	test('Bind through busctl mounts a memfd sealed exactly 0xF holding the same bytes', () => {
 		const path = executable('busctl-bound');
@@ -98,16 +79,7 @@ describe('bind, list, release and cleanup', { skip }, () => {
 		const before = mountTable();
 		assert.equal(memfdctl(['bind', path]).status, 0);
 
-		const listed = sandbox.run('gdbus', [
-			'call',
-			'--system',
-			'--dest',
-			BUS_NAME,
-			'--object-path',
-			OBJECT_PATH,
-			'--method',
-			`${INTERFACE}.List`,
-		]);
+		const listed = gdbus('List', []);
 		assert.equal(listed.status, 0, listed.stderr);
 		assert.match(listed.stdout, new RegExp(`'Path': <'${path}'>`));
 		assert.match(listed.stdout, /'Seals': <uint32 15>/);
@@ -172,23 +144,13 @@ describe('bind, list, release and cleanup', { skip }, () => {
 		for (const [path, name, reason] of cases) {
 			const result = busctl('Bind', 's', path);
 			assert.notEqual(result.status, 0, `Bind ${path} succeeded`);
-			const output = busError(result);
+			const output = result.stderr.trim();
 			assert.match(output, reason, `${path}: ${output}`);
-			const gdbus = sandbox.run('gdbus', [
-				'call',
-				'--system',
-				'--dest',
-				BUS_NAME,
-				'--object-path',
-				OBJECT_PATH,
-				'--method',
-				`${INTERFACE}.Bind`,
-				path,
-			]);
+			const viaGdbus = gdbus('Bind', [path]);
 			assert.match(
-				gdbus.stderr,
+				viaGdbus.stderr,
 				new RegExp(name.replace(/\./g, '\\.')),
-				`${path}: ${gdbus.stderr}`,
+				`${path}: ${viaGdbus.stderr}`,
 			);
 		}
 		assert.deepEqual(mountTable(), before);
@@ -245,21 +207,7 @@ describe('bind, list, release and cleanup', { skip }, () => {
 		);
 		assert.notEqual(viaBusctl.status, 0);
 		assert.match(viaBusctl.stderr, /Access denied/);
-		const viaGdbus = sandbox.run(
-			'gdbus',
-			[
-				'call',
-				'--system',
-				'--dest',
-				BUS_NAME,
-				'--object-path',
-				OBJECT_PATH,
-				'--method',
-				`${INTERFACE}.Bind`,
-				path,
-			],
-			{ user: 'nobody' },
-		);
+		const viaGdbus = gdbus('Bind', [path], 'nobody');
 		assert.match(
 			viaGdbus.stderr,
 			/org\.freedesktop\.DBus\.Error\.AccessDenied: Not authorized to perform org\.opencontainers\.memfdbind\.bind/,

@@ -13,6 +13,8 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { clientsFor } from '../helpers/clients.js';
+import type { Clients } from '../helpers/clients.js';
 import { killAndWait, mountsAt, sealsAt } from '../helpers/mounts.js';
 import {
 	BUS_NAME,
@@ -32,30 +34,23 @@ describe('bindings across crashes, restarts and upgrades', { skip }, () => {
 	let sandbox: Sandbox;
 	let files: string;
 
+	let clients: Clients;
+	let executable: Clients['executable'];
+	let list: Clients['list'];
+
 	before(async () => {
 		sandbox = await startSandbox();
 		files = join(sandbox.dir, 'files');
-		mkdirSync(files);
+		clients = clientsFor(sandbox);
+		({ executable, list } = clients);
 	});
 
 	after(async () => {
 		await sandbox?.stop();
 	});
 
-	function executable(name: string, from = '/usr/bin/true'): string {
-		const path = join(files, name);
-		copyFileSync(from, path);
-		return path;
-	}
-
 	function memfdctl(...args: string[]) {
-		return sandbox.run(process.execPath, [MEMFDCTL, '--no-ask-password', ...args]);
-	}
-
-	function list(): Array<Record<string, unknown>> {
-		const result = memfdctl('list', '--json');
-		assert.equal(result.status, 0, result.stderr);
-		return JSON.parse(result.stdout) as Array<Record<string, unknown>>;
+		return clients.memfdctl(args);
 	}
 
 	function sha256(path: string): string {
