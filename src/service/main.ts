@@ -137,11 +137,9 @@ async function shutdown(
 		await new Promise((resolve) => setTimeout(resolve, 50));
 	}
 	manager.freezeState();
-	try {
-		await bus.releaseName(BUS_NAME);
-	} catch {
-		// The bus may already be gone; the bindings are released either way.
-	}
+	shuttingDown = true;
+	// A bus that is gone never answers; the bindings are released either way.
+	await withTimeout(bus.releaseName(BUS_NAME), 2000).catch(() => undefined);
 	await binder.releaseAll();
 	bus.disconnect();
 	process.exit(0);
@@ -159,7 +157,8 @@ function watchIdle(bus: MessageBus, binder: Binder, manager: Manager, timeout: n
 			clearInterval(timer);
 			log.info(`Idle for ${timeout / 1000} s with no bindings, exiting`);
 			void (async () => {
-				await bus.releaseName(BUS_NAME).catch(() => undefined);
+				shuttingDown = true;
+			await withTimeout(bus.releaseName(BUS_NAME), 2000).catch(() => undefined);
 				// Calls already queued for us still get their answers before we go.
 				while (manager.inFlight > 0 || Date.now() - manager.lastActivity < 200) {
 					await new Promise((resolve) => setTimeout(resolve, 50));
@@ -176,15 +175,32 @@ function watchIdle(bus: MessageBus, binder: Binder, manager: Manager, timeout: n
 // keep every binding working meanwhile.
 function watchBus(bus: MessageBus): void {
 	bus.on('error', (error: unknown) => {
+		if (shuttingDown) {
+			return;
+		}
 		log.error(`Lost the connection to the system bus: ${describeErrno(error)}`);
 		process.exit(1);
 	});
 	const stream = (bus as unknown as { _connection?: { stream?: NodeJS.EventEmitter } })._connection
 		?.stream;
 	stream?.on('close', () => {
+		if (shuttingDown) {
+			return;
+		}
 		log.error('Lost the connection to the system bus: the bus closed the connection');
 		process.exit(1);
 	});
+}
+
+// Set once SIGTERM or SIGINT is being handled: the bus closing then is expected.
+let shuttingDown = false;
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+	let timer: NodeJS.Timeout | undefined;
+	const expired = new Promise<never>((_, reject) => {
+		timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+	});
+	return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
 }
 
 function parseOptions(argv: string[]): Options {

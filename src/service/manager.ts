@@ -14,6 +14,11 @@ import { canonicalPath, validatePath } from './paths.js';
 import { encodeRecord } from './record.js';
 import type { SavedBinding, StateStore } from './state.js';
 
+// What polkit's message names, through $(path), for calls that act on more than one path. A
+// rule granting single paths never matches these.
+const EVERY_BINDING = 'every bound binary';
+const EVERY_STALE_MOUNT = 'every stale memfd mount';
+
 export interface ManagerOptions {
 	bus: MessageBus;
 	binder: Binder;
@@ -125,7 +130,8 @@ export class Manager {
 		}
 
 		const canonical = path === '' ? '' : canonicalPath(path);
-		const { uid } = await this.options.authorizer.authorize(msg, Action.cleanup, canonical);
+		const subject = canonical === '' ? EVERY_STALE_MOUNT : canonical;
+		const { uid } = await this.options.authorizer.authorize(msg, Action.cleanup, subject);
 
 		const removed = await this.options.binder.cleanup(canonical);
 		const where = canonical === '' ? 'anywhere' : `at ${quote(canonical)}`;
@@ -140,7 +146,7 @@ export class Manager {
 	}
 
 	private async suspend(msg: BusMessage): Promise<unknown[]> {
-		const { uid } = await this.options.authorizer.authorize(msg, Action.release, '');
+		const { uid } = await this.options.authorizer.authorize(msg, Action.release, EVERY_BINDING);
 
 		const bindings = [...this.options.binder.bindings.values()];
 		for (const binding of bindings) {
@@ -161,7 +167,7 @@ export class Manager {
 	}
 
 	private async resume(msg: BusMessage): Promise<unknown[]> {
-		const { uid } = await this.options.authorizer.authorize(msg, Action.bind, '');
+		const { uid } = await this.options.authorizer.authorize(msg, Action.bind, EVERY_BINDING);
 
 		const records: unknown[] = [];
 		for (const entry of [...this.suspended.values()]) {

@@ -61,9 +61,10 @@ export async function createSealedCopy(source: CopySource): Promise<SealedCopy> 
 	const hash = startHash(fd);
 	try {
 		await copyAll(fd, source, (copied) => hash.update(copied));
-		// The copy keeps the original's owner and permissions, minus setuid and setgid.
-		fchownSync(fd, source.uid, source.gid);
+		// The copy keeps the original's permissions, minus setuid and setgid, and its owner.
+		// fchmod comes first, while the service still owns the memfd: no CAP_FOWNER needed.
 		fchmodSync(fd, source.mode & 0o777);
+		fchownSync(fd, source.uid, source.gid);
 		addSeals(fd, RUNC_SEALS);
 		const seals = getSeals(fd);
 		if (seals !== RUNC_SEALS) {

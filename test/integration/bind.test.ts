@@ -2,7 +2,15 @@
 // gdbus and memfdctl, with real memfds and mounts inside the test's private mount namespace.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+	chmodSync,
+	chownSync,
+	mkdirSync,
+	statSync,
+	readFileSync,
+	symlinkSync,
+	writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execFileSync } from 'node:child_process';
@@ -72,6 +80,23 @@ describe('bind, list, release and cleanup', { skip }, () => {
 		assert.equal(openedAs(path), `/memfd:memfd-bind:${path} (deleted)`);
 		assert.deepEqual(readFileSync(path), original);
 		assert.equal(sandbox.run(path, []).status, 0, 'the bound binary runs');
+	});
+
+	test('Bind keeps the owner and permission bits but drops setuid and setgid', () => {
+		const path = executable('setuid-tool');
+		const daemon = Number(execFileSync('id', ['-u', 'daemon'], { encoding: 'utf8' }).trim());
+		chownSync(path, daemon, daemon);
+		chmodSync(path, 0o6751);
+
+		const record = JSON.parse(busctl('Bind', 's', path).stdout).data[0];
+		assert.equal(record.Mode.data, 0o751);
+		assert.equal(record.Uid.data, daemon);
+		assert.equal(record.Gid.data, daemon);
+		const seen = statSync(path);
+		assert.equal(seen.mode & 0o7777, 0o751, 'the bound path shows no setuid or setgid bit');
+		assert.equal(seen.uid, daemon);
+		assert.equal(busctl('Release', 's', path).status, 0);
+		assert.equal(statSync(path).mode & 0o7777, 0o6751, 'the file on disk is untouched');
 	});
 
 	test('List through gdbus shows the binding and Release through memfdctl restores the file', () => {
