@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readMountInfo } from '../../src/common/mountinfo.js';
 import { ErrorName } from '../../src/common/names.js';
-import { diskFileOrigin } from '../../src/service/binder.js';
+import { diskFileOrigin } from '../../src/service/mount-table.js';
 import { unwrap } from '../client.js';
 import type { Outcome } from '../client.js';
 import { checkAgreement, memfdMounts, settle } from '../probe.js';

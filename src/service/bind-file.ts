@@ -1,0 +1,245 @@
+// Making and removing one binding: open the target once, copy it into a sealed memfd, start
+// its holder, mount the holder's magic link onto the target, and undo all of it on failure.
+import { closeSync, fstatSync, readlinkSync, statSync } from 'node:fs';
+import type { Stats } from 'node:fs';
+import { ErrorName } from '../common/names.js';
+import { quote } from '../common/quote.js';
+import {
+	MS_BIND,
+	O_CLOEXEC,
+	O_NOFOLLOW,
+	O_PATH,
+	O_RDONLY,
+	RUNC_SEALS,
+	getSeals,
+	isErrno,
+	mount,
+	openRaw,
+} from '../common/libc.js';
+import { magicLinkOf } from '../common/mountinfo.js';
+import type { MagicLink } from '../common/mountinfo.js';
+import type { Binding } from './binder.js';
+import { BindError, describeErrno, failure, isBindError } from './errors.js';
+import { HOLDER_FD, fdTarget, spawnHolder, stopHolder } from './holder.js';
+import { log } from './log.js';
+import {
+	describeForeignMount,
+	diskFileOrigin,
+	originOf,
+	pathSeals,
+	topMountAt,
+	topMountOf,
+	unmountTop,
+} from './mount-table.js';
+import { createSealedCopy, hashFd } from './sealed-copy.js';
+
+export async function bindFile(path: string, boundBy: number, maxSize: number): Promise<Binding> {
+	const targetFd = openTarget(path);
+	const fds = [targetFd];
+	let holderPid = 0;
+	let mounted = false;
+	try {
+		const stat = fstatSync(targetFd);
+		checkFileType(path, targetFd, stat);
+		if (readlinkSync(`/proc/self/fd/${targetFd}`) !== path) {
+			throw new BindError(
+				ErrorName.Failed,
+				`Failed to bind ${quote(path)}: the path changed while it was being opened`,
+			);
+		}
+		if (stat.size > maxSize) {
+			throw new BindError(
+				ErrorName.TooLarge,
+				`Failed to bind ${quote(path)}: ${stat.size} bytes is larger than the limit of ${maxSize} bytes`,
+			);
+		}
+
+		// Read from a reopen of the very inode we will mount onto, never from the name again.
+		const sourceFd = openRaw(`/proc/self/fd/${targetFd}`, O_RDONLY | O_CLOEXEC);
+		fds.push(sourceFd);
+		refuseSealedMemfd(path, sourceFd);
+		const copy = await createSealedCopy({
+			fd: sourceFd,
+			path,
+			size: stat.size,
+			mode: stat.mode,
+			uid: stat.uid,
+			gid: stat.gid,
+		});
+		fds.push(copy.fd);
+
+		holderPid = spawnHolder(copy.fd);
+		const linkFd = openHolderLink(path, holderPid, copy.name);
+		fds.push(linkFd);
+		mount(`/proc/self/fd/${linkFd}`, `/proc/self/fd/${targetFd}`, MS_BIND);
+		mounted = true;
+		verifyMounted(path, holderPid);
+
+		return {
+			path,
+			size: copy.size,
+			sha256: copy.sha256,
+			seals: copy.seals,
+			mode: stat.mode & 0o777,
+			uid: stat.uid,
+			gid: stat.gid,
+			boundAt: Date.now() * 1000,
+			boundBy,
+			memfdName: copy.name,
+			holderPid,
+			origin: originOf(stat),
+		};
+	} catch (error: unknown) {
+		undoBind(path, holderPid, mounted);
+		throw failure('bind', path, error);
+	} finally {
+		for (const fd of fds) {
+			closeSync(fd);
+		}
+	}
+}
+
+function openTarget(path: string): number {
+	try {
+		return openRaw(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	} catch (error: unknown) {
+		if (isErrno(error, 'ENOENT')) {
+			throw new BindError(ErrorName.NotFound, `Failed to bind ${quote(path)}: no such file`);
+		}
+		throw failure('open', path, error);
+	}
+}
+
+// A symlink here is either someone's memfd mount (its root is a proc magic link) or a plain
+// symlink, which is refused: the mount would land on whatever it points to.
+function checkFileType(path: string, fd: number, stat: Stats): void {
+	if (stat.isFile()) {
+		return;
+	}
+	if (stat.isSymbolicLink()) {
+		const top = topMountOf(fd);
+		const link = top === undefined ? undefined : magicLinkOf(top);
+		if (top !== undefined && link !== undefined) {
+			throw new BindError(ErrorName.AlreadyBound, describeForeignMount(path, link));
+		}
+		throw new BindError(
+			ErrorName.NotRegularFile,
+			`Failed to bind ${quote(path)}: it is a symbolic link; bind the file it points to`,
+		);
+	}
+	const kind = stat.isDirectory()
+		? 'a directory'
+		: stat.isFIFO()
+			? 'a fifo'
+			: stat.isSocket()
+				? 'a socket'
+				: stat.isCharacterDevice() || stat.isBlockDevice()
+					? 'a device'
+					: 'not a regular file';
+	throw new BindError(
+		ErrorName.NotRegularFile,
+		`Failed to bind ${quote(path)}: it is ${kind}, not a regular file`,
+	);
+}
+
+function refuseSealedMemfd(path: string, fd: number): void {
+	let seals: number;
+	try {
+		seals = getSeals(fd);
+	} catch {
+		return; // EINVAL: a file that cannot carry seals, as files on disk are
+	}
+	if ((seals & RUNC_SEALS) === RUNC_SEALS) {
+		throw new BindError(
+			ErrorName.AlreadyBound,
+			`Failed to bind ${quote(path)}: it already is a sealed memfd (seals 0x${seals.toString(16)})`,
+		);
+	}
+}
+
+function openHolderLink(path: string, holderPid: number, memfdName: string): number {
+	const linkPath = `/proc/${holderPid}/fd/${HOLDER_FD}`;
+	// O_NOFOLLOW gives the magic link itself; mounting that is what keeps the memfd reachable.
+	const fd = openRaw(linkPath, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fdTarget(holderPid, HOLDER_FD) !== `/memfd:${memfdName} (deleted)`) {
+		closeSync(fd);
+		throw new BindError(
+			ErrorName.Failed,
+			`Failed to bind ${quote(path)}: holder ${holderPid} does not hold the new memfd`,
+		);
+	}
+	return fd;
+}
+
+function verifyMounted(path: string, holderPid: number): void {
+	const seals = pathSeals(path);
+	const top = topMountAt(path);
+	const link = top === undefined ? undefined : magicLinkOf(top.entry);
+	if (top !== undefined) {
+		closeSync(top.fd);
+	}
+	if (seals !== RUNC_SEALS || link?.pid !== holderPid) {
+		throw new BindError(
+			ErrorName.Failed,
+			`Failed to bind ${quote(path)}: after mounting, the path does not show the sealed copy`,
+		);
+	}
+}
+
+function undoBind(path: string, holderPid: number, mounted: boolean): void {
+	if (mounted) {
+		try {
+			unmountTop(path, holderPid);
+		} catch (error: unknown) {
+			log.warning(`Failed to undo the mount at ${quote(path)}: ${describeErrno(error)}`);
+		}
+	}
+	if (holderPid !== 0) {
+		stopHolder(holderPid);
+	}
+}
+
+export function unbindFile(binding: Binding): void {
+	try {
+		unmountTop(binding.path, binding.holderPid);
+	} catch (error: unknown) {
+		if (!isBindError(error, ErrorName.NotBound)) {
+			throw failure('unmount', binding.path, error);
+		}
+		log.warning(`${error.message}; forgetting the binding`);
+	}
+	stopHolder(binding.holderPid);
+}
+
+export async function adoptHolder(path: string, link: MagicLink): Promise<Binding | undefined> {
+	let fd = -1;
+	try {
+		fd = openRaw(`/proc/${link.pid}/fd/${link.fd}`, O_RDONLY | O_CLOEXEC);
+		const stat = fstatSync(fd);
+		const seals = getSeals(fd);
+		const started = statSync(`/proc/${link.pid}`).mtimeMs;
+		return {
+			path,
+			size: stat.size,
+			sha256: await hashFd(fd, stat.size),
+			seals,
+			mode: stat.mode & 0o777,
+			uid: stat.uid,
+			gid: stat.gid,
+			boundAt: Math.round(started * 1000),
+			boundBy: 0,
+			memfdName: (fdTarget(link.pid, link.fd) ?? '')
+				.replace(/^\/memfd:/, '')
+				.replace(/ \(deleted\)$/, ''),
+			holderPid: link.pid,
+			origin: diskFileOrigin(path),
+		};
+	} catch (error: unknown) {
+		log.warning(`Failed to adopt the binding at ${quote(path)}: ${describeErrno(error)}, ignoring`);
+		return undefined;
+	} finally {
+		if (fd >= 0) {
+			closeSync(fd);
+		}
+	}
+}
