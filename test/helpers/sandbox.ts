@@ -72,7 +72,7 @@ export async function startSandbox(options: BusOptions = {}): Promise<Sandbox> {
 	chmodSync(dir, 0o755);
 	const socket = join(dir, 'system_bus_socket');
 	const config = join(dir, 'bus.conf');
-	writeFileSync(config, busConfig(socket, options.extraConfig ?? ''));
+	writeFileSync(config, systemBusConfig(socket, options.extraConfig ?? ''));
 	const daemon = spawn('dbus-daemon', ['--config-file', config, '--nofork', '--nopidfile'], {
 		stdio: ['ignore', 'ignore', 'pipe'],
 	});
@@ -222,9 +222,16 @@ export function skipUnlessIntegration(t: TestContext): boolean {
 	return false;
 }
 
-// Shaped after Debian's /usr/share/dbus-1/system.conf: nobody may own names, method calls are
-// denied unless a policy file allows them; then our policy and polkit's are included.
-function busConfig(socket: string, extra: string): string {
+/**
+ * A bus configuration shaped after Debian's /usr/share/dbus-1/system.conf: nobody may own
+ * names, method calls are denied unless a policy file allows them; then our policy (from the
+ * repository unless `policyFile` says otherwise) and polkit's are included.
+ */
+export function systemBusConfig(
+	socket: string,
+	extra = '',
+	policyFile = join(REPO, 'dbus/org.opencontainers.MemfdBind.conf'),
+): string {
 	return `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
@@ -253,7 +260,7 @@ function busConfig(socket: string, extra: string): string {
   <policy user="root">
     <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.systemd1.Activator"/>
   </policy>
-  <include>${join(REPO, 'dbus/org.opencontainers.MemfdBind.conf')}</include>
+  <include>${policyFile}</include>
   <include ignore_missing="yes">/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf</include>
   ${extra}
 </busconfig>

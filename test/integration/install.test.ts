@@ -25,6 +25,7 @@ import { dirname, join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import dbus from 'dbus-next';
+import { systemBusConfig } from '../helpers/sandbox.js';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 const BUS_NAME = 'org.opencontainers.MemfdBind';
@@ -650,32 +651,13 @@ function verifyRoot(destdir: string, root: string): string {
 	return root;
 }
 
-// A system-bus-like configuration: the stock default policy, our policy and our activation file.
+// A system-bus-like configuration with the installed policy and activation file.
 function busConfig(socket: string, dbusDir: string): string {
-	return `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=${socket}</listen>
-  <auth>EXTERNAL</auth>
-  <servicedir>${dbusDir}/system-services</servicedir>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>${dbusDir}/system.d/org.opencontainers.MemfdBind.conf</include>
-</busconfig>
-`;
+	return systemBusConfig(
+		socket,
+		`<servicedir>${dbusDir}/system-services</servicedir>`,
+		`${dbusDir}/system.d/org.opencontainers.MemfdBind.conf`,
+	);
 }
 
 // Like run, without blocking the event loop.
