@@ -35,6 +35,7 @@ if (missing.length > 0) {
 console.log('memfd-bind demo\n===============');
 section('Build');
 run('tsc -p .', [join(root, 'node_modules/.bin/tsc'), '-p', root]);
+run('node scripts/bundle.mjs', [process.execPath, join(root, 'scripts/bundle.mjs')]);
 const { magicLinkOf, readMountInfo } = await import('../dist/src/common/mountinfo.js');
 const hostMemfdMounts = memfdMounts();
 
