@@ -158,7 +158,7 @@ function watchIdle(bus: MessageBus, binder: Binder, manager: Manager, timeout: n
 			log.info(`Idle for ${timeout / 1000} s with no bindings, exiting`);
 			void (async () => {
 				shuttingDown = true;
-			await withTimeout(bus.releaseName(BUS_NAME), 2000).catch(() => undefined);
+				await withTimeout(bus.releaseName(BUS_NAME), 2000).catch(() => undefined);
 				// Calls already queued for us still get their answers before we go.
 				while (manager.inFlight > 0 || Date.now() - manager.lastActivity < 200) {
 					await new Promise((resolve) => setTimeout(resolve, 50));
