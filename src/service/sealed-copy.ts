@@ -132,12 +132,14 @@ function readNoexecSetting(): string | undefined {
 	}
 }
 
-// sendfile moves the bytes inside the kernel; the counts prove the file did not change size.
+// sendfile moves the bytes inside the kernel; the counts prove the file did not change size,
+// and an unchanged mtime that nobody wrote to it in place (a torn copy of two versions).
 async function copyAll(
 	memfd: number,
 	source: CopySource,
 	progress: (copied: number) => void,
 ): Promise<void> {
+	const before = fstatSync(source.fd, { bigint: true });
 	let copied = 0;
 	while (copied < source.size) {
 		const step = sendfile(memfd, source.fd, Math.min(COPY_STEP, source.size - copied));
@@ -150,6 +152,9 @@ async function copyAll(
 	}
 	if (sendfile(memfd, source.fd, 1) !== 0 || fstatSync(source.fd).size !== source.size) {
 		throw changedSize(source.path, 'it grew during the copy');
+	}
+	if (fstatSync(source.fd, { bigint: true }).mtimeNs !== before.mtimeNs) {
+		throw changedSize(source.path, 'it was written to during the copy');
 	}
 }
 
