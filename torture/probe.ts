@@ -127,6 +127,22 @@ export async function checkAgreement(
 	dir: string,
 	stateDir: string,
 ): Promise<string[]> {
+	// A holder the service just killed takes a moment to exit: only what persists is a problem.
+	const deadline = Date.now() + 2000;
+	for (;;) {
+		const problems = await findDisagreement(client, dir, stateDir);
+		if (problems.length === 0 || Date.now() > deadline) {
+			return problems;
+		}
+		await sleep(50);
+	}
+}
+
+async function findDisagreement(
+	client: BusClient,
+	dir: string,
+	stateDir: string,
+): Promise<string[]> {
 	const problems: string[] = [];
 	const mounts = memfdMounts(dir);
 	const listed = (await client.list()).filter((record) => isUnder(record.Path, dir));

@@ -1,6 +1,6 @@
 // The stage one attack plays on: a private bus with our policy, the real service, a client,
 // and a folder for the files it binds. Each attack gets a fresh one and tears it down.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startSandbox } from '../test/helpers/sandbox.js';
 import type { Sandbox, Service } from '../test/helpers/sandbox.js';
@@ -20,6 +20,11 @@ export interface Stage {
 	isAlive(): Promise<boolean>;
 	/** Replaces the client with a new connection, after the bus daemon itself restarted. */
 	reconnect(): Promise<void>;
+	/**
+	 * Binds and releases a small file once. Node opens some fds on first use (the child-process
+	 * signal pipe, an epoll and an eventfd), so fd baselines are taken after this.
+	 */
+	warmUp(): Promise<void>;
 	close(): Promise<void>;
 }
 
@@ -52,6 +57,19 @@ export async function openStage(options: { withService?: boolean } = {}): Promis
 					return false;
 				}
 				return stage.client.ping();
+			},
+			async warmUp() {
+				const path = join(files, '.warm-up');
+				writeFileSync(path, '#!/bin/sh\n', { mode: 0o755 });
+				for (const member of ['Bind', 'Release']) {
+					const outcome = await stage.client.call(member, 's', [path]);
+					if (!outcome.ok) {
+						throw new Error(
+							`${member} of the warm-up file failed: ${outcome.error}: ${outcome.text}`,
+						);
+					}
+				}
+				rmSync(path);
 			},
 			async reconnect() {
 				stage.client.close();

@@ -43,7 +43,7 @@ export async function concurrentClients(options: ConcurrentOptions): Promise<Att
 			clients.push(await BusClient.connect(stage.sandbox.address));
 		}
 		const pid = stage.service.process.pid!;
-		await stage.client.list();
+		await stage.warmUp();
 		const fdsBefore = fdCount(pid);
 		const shmemBefore = shmemKiB();
 

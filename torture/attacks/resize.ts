@@ -38,7 +38,7 @@ export async function resizeDuringCopy(options: ResizeOptions): Promise<AttackRe
 		const content = randomFillSync(Buffer.alloc(size));
 		const sha256 = createHash('sha256').update(content).digest('hex');
 		const pid = stage.service.process.pid!;
-		await stage.client.list();
+		await stage.warmUp();
 		const fdsBefore = fdCount(pid);
 		const shmemBefore = shmemKiB();
 
