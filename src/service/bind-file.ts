@@ -25,6 +25,8 @@ import { log } from './log.js';
 import {
 	describeForeignMount,
 	diskFileOrigin,
+	findHolderMount,
+	unmountExactly,
 	originOf,
 	pathSeals,
 	topMountAt,
@@ -71,6 +73,7 @@ export async function bindFile(path: string, boundBy: number, maxSize: number): 
 		holderPid = spawnHolder(copy.fd);
 		const linkFd = openHolderLink(path, holderPid, copy.name);
 		fds.push(linkFd);
+		checkStillThere(path, targetFd);
 		mount(`/proc/self/fd/${linkFd}`, `/proc/self/fd/${targetFd}`, MS_BIND);
 		mounted = true;
 		verifyMounted(path, holderPid);
@@ -171,32 +174,48 @@ function openHolderLink(path: string, holderPid: number, memfdName: string): num
 	return fd;
 }
 
-function verifyMounted(path: string, holderPid: number): void {
-	const seals = pathSeals(path);
-	const top = topMountAt(path);
-	const link = top === undefined ? undefined : magicLinkOf(top.entry);
-	if (top !== undefined) {
-		closeSync(top.fd);
-	}
-	if (seals !== RUNC_SEALS || link?.pid !== holderPid) {
+// The copy took a while: the file may have been renamed, replaced or removed meanwhile.
+function checkStillThere(path: string, targetFd: number): void {
+	const where = readlinkSync(`/proc/self/fd/${targetFd}`);
+	if (where !== path || fstatSync(targetFd).nlink === 0) {
 		throw new BindError(
 			ErrorName.Failed,
-			`Failed to bind ${quote(path)}: after mounting, the path does not show the sealed copy`,
+			`Failed to bind ${quote(path)}: the file was moved, replaced or removed during the copy`,
 		);
 	}
 }
 
+// The mount is found by its holder, not by the name, so a path renamed in the last moment is
+// seen for what it is: a mount that landed somewhere else.
+function verifyMounted(path: string, holderPid: number): void {
+	const ours = findHolderMount(holderPid);
+	const top = ours === undefined ? undefined : topMountAt(path);
+	const onTop = top?.entry.mountId === ours?.mountId;
+	if (top !== undefined) {
+		closeSync(top.fd);
+	}
+	if (ours === undefined || ours.mountPoint !== path || !onTop || pathSeals(path) !== RUNC_SEALS) {
+		throw new BindError(
+			ErrorName.Failed,
+			`Failed to bind ${quote(path)}: the path was moved or replaced while it was being mounted`,
+		);
+	}
+}
+
+// Removes what a failed Bind made. A holder whose mount cannot be removed is left running:
+// killing it would leave a binary that can neither run nor be unmounted by name.
 function undoBind(path: string, holderPid: number, mounted: boolean): void {
-	if (mounted) {
-		try {
-			unmountTop(path, holderPid);
-		} catch (error: unknown) {
-			log.warning(`Failed to undo the mount at ${quote(path)}: ${describeErrno(error)}`);
-		}
+	if (holderPid === 0) {
+		return;
 	}
-	if (holderPid !== 0) {
-		stopHolder(holderPid);
+	const ours = mounted ? findHolderMount(holderPid) : undefined;
+	if (ours !== undefined && !unmountExactly(ours)) {
+		log.warning(
+			`Failed to undo the mount of holder ${holderPid} at ${quote(ours.mountPoint)}: another mount covers it; leaving the holder running`,
+		);
+		return;
 	}
+	stopHolder(holderPid);
 }
 
 export function unbindFile(binding: Binding): void {

@@ -19,7 +19,7 @@ import { magicLinkOf, readMountInfo } from '../common/mountinfo.js';
 import type { MagicLink, MountEntry } from '../common/mountinfo.js';
 import type { BindingView, Origin } from './binder.js';
 import { BindError } from './errors.js';
-import { fdTarget, processName } from './holder.js';
+import { HOLDER_FD, fdTarget, processName } from './holder.js';
 import { log } from './log.js';
 
 /** Tells whether the file at `path` can be opened and is a memfd sealed exactly 0xF. */
@@ -58,6 +58,36 @@ export function unmountTop(path: string, holderPid: number | undefined): void {
 		if (top !== undefined) {
 			closeSync(top.fd);
 		}
+	}
+}
+
+/** The mount of a holder's magic link, wherever it landed (even at a path renamed meanwhile). */
+export function findHolderMount(holderPid: number): MountEntry | undefined {
+	return readMountInfo().find((entry) => {
+		const link = magicLinkOf(entry);
+		return link?.pid === holderPid && link.fd === HOLDER_FD;
+	});
+}
+
+/**
+ * Unmounts exactly `entry`, through an O_PATH descriptor of its mount point, when it is the
+ * top mount there; returns false when it is not (something was mounted over it, or it is gone).
+ */
+export function unmountExactly(entry: MountEntry): boolean {
+	let fd: number;
+	try {
+		fd = openRaw(entry.mountPointBytes, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	} catch {
+		return false;
+	}
+	try {
+		if (topMountOf(fd)?.mountId !== entry.mountId) {
+			return false;
+		}
+		umount2(`/proc/self/fd/${fd}`, MNT_DETACH);
+		return true;
+	} finally {
+		closeSync(fd);
 	}
 }
 

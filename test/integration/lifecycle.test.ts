@@ -4,11 +4,15 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
+	chmodSync,
 	copyFileSync,
 	existsSync,
 	mkdirSync,
 	readFileSync,
+	readdirSync,
+	readlinkSync,
 	renameSync,
+	symlinkSync,
 	writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -221,6 +225,48 @@ describe('bindings across crashes, restarts and upgrades', { skip }, () => {
 		assert.equal(mountsAt(path).length, 1);
 		assert.equal(memfdctl('release', path).status, 0);
 		assert.equal(sandbox.run('umount', [view]).status, 0);
+		await service.stop();
+	});
+
+	test('a directory swapped for a symlink during the copy leaves no mount and a runnable original', async () => {
+		const service = await sandbox.startService(['--max-size', '1G']);
+		const dir = join(files, 'swapped');
+		mkdirSync(dir);
+		const original = join(dir, 'tool');
+		// A real executable with 256 MiB appended runs as before and takes a while to copy.
+		writeFileSync(
+			original,
+			Buffer.concat([readFileSync('/usr/bin/true'), Buffer.alloc(256 << 20, 1)]),
+		);
+		chmodSync(original, 0o755);
+		const elsewhere = join(files, 'elsewhere');
+		mkdirSync(elsewhere);
+		copyFileSync('/usr/bin/false', join(elsewhere, 'tool'));
+
+		const bind = spawn(process.execPath, [MEMFDCTL, 'bind', original], { env: sandbox.env });
+		let stderr = '';
+		bind.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+		const copying = () =>
+			readdirSync(`/proc/${service.process.pid}/fd`).some((fd) => {
+				try {
+					return readlinkSync(`/proc/${service.process.pid}/fd/${fd}`).startsWith(
+						'/memfd:memfd-bind:',
+					);
+				} catch {
+					return false;
+				}
+			});
+		await waitFor(copying, 10_000, () => 'the copy never started');
+		renameSync(dir, `${dir}.old`);
+		symlinkSync(elsewhere, dir);
+		const status = await new Promise<number | null>((resolve) => bind.on('exit', resolve));
+
+		assert.equal(status, 1);
+		assert.match(stderr, /moved, replaced or removed/);
+		assert.equal(mountsAt(join(`${dir}.old`, 'tool')).length, 0, 'no mount on the original');
+		assert.equal(mountsAt(join(elsewhere, 'tool')).length, 0, 'no mount on the symlink target');
+		assert.equal(sandbox.run(join(`${dir}.old`, 'tool'), []).status, 0, 'the original still runs');
+		assert.deepEqual(list(), []);
 		await service.stop();
 	});
 
