@@ -1,6 +1,8 @@
 // memfdctl: one subcommand per service method, plus `status`, a local check that needs no
 // service. Results go to stdout; errors to stderr as "memfdctl: cannot <verb> <object>: <reason>".
+import { resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
+import { escapeControls } from '../common/quote.js';
 import { ExitCode, exitCodeFor, reasonFor } from './exit-codes.js';
 import { startPolkitAgent } from './agent.js';
 import type { PolkitAgent } from './agent.js';
@@ -60,7 +62,7 @@ function buildProgram(): Command {
 				paths,
 				async (proxy, path) => {
 					const record = options.refresh ? await proxy.refresh(path) : await proxy.bind(path);
-					process.stdout.write(`${record.Path}: bound, sha256 ${record.Sha256}\n`);
+					process.stdout.write(`${escapeControls(record.Path)}: bound, sha256 ${record.Sha256}\n`);
 				},
 			);
 		});
@@ -82,7 +84,7 @@ function buildProgram(): Command {
 		.action(async (path: string | undefined) => {
 			await forEachPath(program, 'clean up', [path ?? ''], async (proxy, target) => {
 				for (const removed of await proxy.cleanup(target)) {
-					process.stdout.write(`${removed}\n`);
+					process.stdout.write(`${escapeControls(removed)}\n`);
 				}
 			});
 		});
@@ -107,8 +109,15 @@ function buildProgram(): Command {
 		.action(async (path: string, options: { json?: boolean }) => {
 			// status alone needs libc (koffi); other verbs do not load it.
 			const { localStatus } = await import('./status.js');
-			const status = await localStatus(path);
-			process.stdout.write(formatStatus(status, Boolean(options.json)));
+			const status = await localStatus(resolve(path));
+			if (status.error !== undefined && !options.json) {
+				process.stderr.write(
+					`memfdctl: cannot check ${escapeControls(status.path)}: ${status.error}\n`,
+				);
+			}
+			if (status.error === undefined || options.json || status.holder !== undefined) {
+				process.stdout.write(formatStatus(status, Boolean(options.json)));
+			}
 			if (status.error !== undefined) {
 				process.exitCode = ExitCode.Failure;
 			}
@@ -125,7 +134,7 @@ function buildProgram(): Command {
 				'bindings',
 				async (proxy) => {
 					for (const path of await proxy.suspend()) {
-						process.stdout.write(`${path}: suspended\n`);
+						process.stdout.write(`${escapeControls(path)}: suspended\n`);
 					}
 				},
 				options.quiet,
@@ -143,7 +152,9 @@ function buildProgram(): Command {
 				'bindings',
 				async (proxy) => {
 					for (const record of await proxy.resume()) {
-						process.stdout.write(`${record.Path}: bound, sha256 ${record.Sha256}\n`);
+						process.stdout.write(
+							`${escapeControls(record.Path)}: bound, sha256 ${record.Sha256}\n`,
+						);
 					}
 				},
 				options.quiet,
@@ -168,7 +179,11 @@ async function forEachPath(
 			try {
 				await task(proxy, path);
 			} catch (error: unknown) {
-				report(verb, path === '' ? 'stale mounts' : path, error);
+				report(
+					verb,
+					path === '' ? (verb === 'clean up' ? 'stale mounts' : "''") : escapeControls(path),
+					error,
+				);
 			}
 		}
 	});

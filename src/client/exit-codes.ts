@@ -54,8 +54,10 @@ const REASONS: Record<string, string> = {
 
 /** The reason printed after `memfdctl: cannot <verb> <path>:`. */
 export function reasonFor(busName: string, text: string): string {
-	// "Failed to bind '/x': no such file" carries the path already; keep what follows it.
-	const match = /^(?:Failed to [^']*|Invalid path )'(?:[^'\\]|\\.)*': (.*)$/s.exec(text);
+	// "Failed to bind '/x': no such file" carries the path already (cut as "'/x…' (N bytes)" when
+	// long); keep what follows it.
+	const match =
+		/^(?:Failed to [^']*|Invalid path )'(?:[^'\\]|\\.)*'(?: \(\d+ bytes\))?: (.*)$/s.exec(text);
 	if (match !== null) {
 		return match[1];
 	}

@@ -1,4 +1,5 @@
 // Turns records and statuses into the text memfdctl prints (a table, or JSON with --json).
+import { escapeControls } from '../common/quote.js';
 import type { PathStatus } from './status.js';
 import type { BindingRecord } from './proxy.js';
 
@@ -13,7 +14,7 @@ export function formatList(records: BindingRecord[], json: boolean): string {
 	const rows = [['PATH', 'STATE', 'SIZE', 'SEALS', 'SINCE', 'BOUND BY', 'HOLDER']];
 	for (const record of records) {
 		rows.push([
-			record.Path,
+			escapeControls(record.Path),
 			record.State,
 			record.Size === undefined ? '-' : formatSize(Number(record.Size)),
 			record.Seals === undefined ? '-' : `0x${record.Seals.toString(16)}`,
@@ -40,26 +41,30 @@ export function formatStatus(status: PathStatus, json: boolean): string {
 	if (json) {
 		return `${JSON.stringify(status, null, 2)}\n`;
 	}
+	const path = escapeControls(status.path);
+	const holder =
+		status.holder === undefined ? '' : `  held by: ${describeHolder(status.holder, path)}\n`;
 	if (status.error !== undefined) {
-		return `${status.path}: cannot open: ${status.error}\n`;
+		return `${path}: cannot be opened\n${holder}`;
 	}
 	const seals = status.seals === undefined ? 'none' : `0x${status.seals.toString(16)}`;
 	const yes = (value: boolean) => (value ? 'yes, skips its own copy' : 'no, copies itself');
 	const lines = [
-		`${status.path}: ${status.memfd ? 'sealed memfd' : 'not a memfd'} (${status.target ?? '?'}), seals ${seals}`,
+		`${path}: ${status.memfd ? 'sealed memfd' : 'not a memfd'} (${status.target ?? '?'}), seals ${seals}`,
 		`  runc 1.1.x and crun (seals exactly 0xf): ${yes(status.clonedExact)}`,
 		`  runc 1.2 and later (seals include 0xf):  ${yes(status.clonedSuperset)}`,
 	];
-	if (status.holder !== undefined) {
-		const who =
-			status.holder.kind === 'memfd-bind'
-				? `memfd-bind (holder pid ${status.holder.pid})`
-				: status.holder.kind === 'stale'
-					? `nobody: stale mount, holder pid ${status.holder.pid} is gone (memfdctl cleanup ${status.path})`
-					: `pid ${status.holder.pid} (${status.holder.name ?? '?'}), not memfd-bind`;
-		lines.push(`  held by: ${who}`);
+	return `${lines.join('\n')}\n${holder}`;
+}
+
+function describeHolder(holder: NonNullable<PathStatus['holder']>, path: string): string {
+	if (holder.kind === 'memfd-bind') {
+		return `memfd-bind (holder pid ${holder.pid})`;
 	}
-	return `${lines.join('\n')}\n`;
+	if (holder.kind === 'stale') {
+		return `nobody: stale mount, holder pid ${holder.pid} is gone (memfdctl cleanup ${path} removes it)`;
+	}
+	return `pid ${holder.pid} (${holder.name ?? '?'}), not memfd-bind`;
 }
 
 function toJson(record: BindingRecord): Record<string, unknown> {

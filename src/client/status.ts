@@ -1,6 +1,7 @@
 // `memfdctl status`: a local look at a path, needing no service. It reports what runc and crun
 // will see: whether the path opens as a memfd and which seals it carries.
 import { closeSync, fstatSync, readlinkSync } from 'node:fs';
+import { getSystemErrorMap } from 'node:util';
 import { O_CLOEXEC, O_RDONLY, RUNC_SEALS, getSeals, isErrno, openRaw } from '../common/libc.js';
 import { magicLinkOf, readMountInfo } from '../common/mountinfo.js';
 import { MemfdBindProxy } from './proxy.js';
@@ -32,7 +33,10 @@ export async function localStatus(path: string): Promise<PathStatus> {
 		status.seals = getSeals(fd);
 	} catch (error: unknown) {
 		if (!isErrno(error, 'EINVAL')) {
-			status.error = `${(error as NodeJS.ErrnoException).code ?? 'error'}: ${(error as Error).message}`;
+			const code = (error as NodeJS.ErrnoException).code ?? 'error';
+			const errno = (error as NodeJS.ErrnoException).errno;
+			const text = errno === undefined ? undefined : getSystemErrorMap().get(errno)?.[1];
+			status.error = text === undefined ? code : `${code} (${text})`;
 		}
 	} finally {
 		if (fd >= 0) {

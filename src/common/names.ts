@@ -18,6 +18,8 @@ export const ErrorName = {
 	InvalidArgs: 'org.freedesktop.DBus.Error.InvalidArgs',
 	UnknownMethod: 'org.freedesktop.DBus.Error.UnknownMethod',
 	UnknownProperty: 'org.freedesktop.DBus.Error.UnknownProperty',
+	UnknownInterface: 'org.freedesktop.DBus.Error.UnknownInterface',
+	UnknownObject: 'org.freedesktop.DBus.Error.UnknownObject',
 	PropertyReadOnly: 'org.freedesktop.DBus.Error.PropertyReadOnly',
 } as const;
 

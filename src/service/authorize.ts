@@ -33,8 +33,13 @@ export class Authorizer {
 	 * Resolves with the caller's uid when it may perform `action` on `path`; otherwise throws
 	 * AccessDenied or InteractiveAuthorizationRequired.
 	 */
-	async authorize(msg: BusMessage, action: ActionId, path: string): Promise<Decision> {
-		const uid = await this.callerUid(msg.sender, action, path);
+	async authorize(
+		msg: BusMessage,
+		action: ActionId,
+		path: string,
+		shownPath: string = path,
+	): Promise<Decision> {
+		const uid = await this.callerUid(msg.sender, action, shownPath);
 		if (uid === 0) {
 			log.info(`Authorized ${action} on ${quote(path)} for uid=0 (root, polkit not asked)`);
 			return { uid, via: 'root' };
@@ -48,7 +53,7 @@ export class Authorizer {
 			log.notice(
 				`Denied ${action} on ${quote(path)} for uid=${uid}: polkit is unavailable (${describe(error)})`,
 			);
-			throw denied(action, path, 'polkit is unavailable, and only root is allowed without it');
+			throw denied(action, shownPath, 'polkit is unavailable, and only root is allowed without it');
 		}
 
 		if (result.authorized) {
@@ -61,12 +66,12 @@ export class Authorizer {
 			);
 			throw new BindError(
 				ErrorName.InteractiveAuthorizationRequired,
-				`Authentication is required for ${action} on ${quote(path)}; call again allowing interactive authorization`,
+				`Authentication is required for ${action} on ${quote(shownPath)}; call again allowing interactive authorization`,
 			);
 		}
 		const reason = result.dismissed ? 'the authentication was dismissed' : 'not allowed by polkit';
 		log.notice(`Denied ${action} on ${quote(path)} for uid=${uid}: ${reason}`);
-		throw denied(action, path, reason);
+		throw denied(action, shownPath, reason);
 	}
 
 	/** The uid of a bus connection, from the bus daemon itself. */

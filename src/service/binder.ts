@@ -12,7 +12,7 @@ import { diskFileOrigin, foreignView, isLinkAlive, removeStaleMounts } from './m
 import { canonicalPath } from './paths.js';
 import { PathLocks } from './path-locks.js';
 
-export type BindingState = 'active' | 'stale' | 'foreign' | 'outdated';
+export type BindingState = 'active' | 'stale' | 'foreign' | 'outdated' | 'suspended';
 
 /** The identity of the file on disk that a binding copied. */
 export interface Origin {
@@ -42,7 +42,7 @@ export interface Binding {
 export interface BindingView extends Partial<Binding> {
 	path: string;
 	state: BindingState;
-	holderPid: number;
+	holderPid?: number;
 	holderName?: string;
 }
 
@@ -169,6 +169,7 @@ export class Binder {
 			try {
 				await this.release(path);
 				released.push(path);
+				log.info(`Released ${quote(path)}`);
 			} catch (error: unknown) {
 				log.warning(`Failed to release ${quote(path)}: ${describeErrno(error)}, ignoring`);
 			}

@@ -2,6 +2,7 @@
 // `addMethodHandler`, which hands over the whole message, so handlers see the sender and the
 // header flags. Whatever a handler throws leaves as a named D-Bus error without a stack.
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import dbus from 'dbus-next';
 import type { Message as BusMessage, MessageBus } from 'dbus-next';
 import { ErrorName, OBJECT_PATH } from '../common/names.js';
@@ -39,14 +40,20 @@ export interface ObjectSpec {
 }
 
 const PEER = 'org.freedesktop.DBus.Peer';
+const DOCTYPE = [
+	'<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"',
+	' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">',
+].join('\n');
 const INTROSPECTABLE = 'org.freedesktop.DBus.Introspectable';
 const PROPERTIES = 'org.freedesktop.DBus.Properties';
 
 /** Installs the dispatcher for our object on `bus`. */
 export function serveObject(bus: MessageBus, spec: ObjectSpec): void {
+	guardUnixFdArguments();
 	bus.addMethodHandler((msg: BusMessage): boolean => {
 		if (msg.path !== OBJECT_PATH) {
-			return false;
+			answerOtherPath(bus, msg);
+			return true;
 		}
 		spec.onCall?.();
 		void dispatch(bus, spec, msg);
@@ -126,9 +133,25 @@ async function route(spec: ObjectSpec, msg: BusMessage): Promise<Reply> {
 	throw unknownMethod(msg);
 }
 
+// Our object is the only one; its ancestors are introspectable so `busctl tree` finds it.
+function answerOtherPath(bus: MessageBus, msg: BusMessage): void {
+	const path = msg.path ?? '';
+	const ancestor = path === '/' || OBJECT_PATH.startsWith(`${path}/`);
+	if (ancestor && msg.interface === INTROSPECTABLE && msg.member === 'Introspect') {
+		const child = OBJECT_PATH.slice(path === '/' ? 1 : path.length + 1).split('/')[0];
+		const xml = `${DOCTYPE}\n<node>\n  <node name="${child}"/>\n</node>\n`;
+		bus.send(Message.newMethodReturn(msg, 's', [xml]));
+		return;
+	}
+	bus.send(Message.newError(msg as never, ErrorName.UnknownObject, `No object at path '${path}'`));
+}
+
 function properties(spec: ObjectSpec, msg: BusMessage): Reply {
 	const [iface, name] = msg.body as [string, string];
 	const known = iface === spec.interface || iface === '';
+	if (!known && ['Get', 'GetAll', 'Set'].includes(msg.member)) {
+		throw busError(ErrorName.UnknownInterface, `Unknown interface '${iface}'`);
+	}
 	if (msg.member === 'Get') {
 		requireSignature(msg, 'ss');
 		const property = known ? spec.properties[name] : undefined;
@@ -156,8 +179,7 @@ function properties(spec: ObjectSpec, msg: BusMessage): Reply {
 
 function introspect(spec: ObjectSpec): string {
 	return [
-		'<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"',
-		' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">',
+		DOCTYPE,
 		'<node>',
 		`  <interface name="${PEER}">`,
 		'    <method name="Ping"/>',
@@ -176,6 +198,36 @@ function introspect(spec: ObjectSpec): string {
 		'</node>',
 		'',
 	].join('\n');
+}
+
+/**
+ * dbus-next reads an 'h' (unix fd) argument whose index is past the fds the message carries by
+ * throwing from its socket reader, where nothing can catch it: any user could stop the service
+ * with one message. Such an argument now reads as -1, and the call fails its signature check
+ * like any other. Messages with real fds never reach us: the connection does not negotiate them.
+ */
+function guardUnixFdArguments(): void {
+	const require = createRequire(import.meta.url);
+	const prototype = (require('dbus-next/lib/dbus-buffer.js') as { prototype: FdReader }).prototype;
+	if (prototype.readSimpleTypeUnguarded !== undefined) {
+		return;
+	}
+	const readSimpleType = prototype.readSimpleType;
+	prototype.readSimpleTypeUnguarded = readSimpleType;
+	prototype.readSimpleType = function (this: FdReader, type: string): unknown {
+		if (type !== 'h') {
+			return readSimpleType.call(this, type);
+		}
+		const index = this.readInt32();
+		return this.fds !== undefined && index < this.fds.length ? this.fds[index] : -1;
+	};
+}
+
+interface FdReader {
+	fds?: number[];
+	readInt32(): number;
+	readSimpleType(type: string): unknown;
+	readSimpleTypeUnguarded?: (type: string) => unknown;
 }
 
 function requireSignature(msg: BusMessage, expected: string): void {

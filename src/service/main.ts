@@ -82,7 +82,15 @@ async function restore(
 		log.warning(`Stopped holder pid ${pid}: no mount uses it (left by an interrupted call)`);
 	}
 
-	manager.restoreSuspended(saved.filter((entry) => entry.suspended));
+	const suspended = saved.filter((entry) => entry.suspended);
+	manager.restoreSuspended(suspended);
+	if (suspended.length > 0) {
+		// Bound again only by Resume: a restart in the middle of a dpkg run must not bind files
+		// that dpkg is about to replace.
+		log.notice(
+			`${suspended.length} binding(s) are suspended (the apt hook lifts them while dpkg runs); memfdctl resume binds them again`,
+		);
+	}
 	const wanted = new Map<string, number>();
 	for (const entry of saved.filter((entry) => !entry.suspended)) {
 		wanted.set(entry.path, entry.boundBy);
@@ -129,7 +137,7 @@ async function shutdown(
 	manager: Manager,
 	signal: string,
 ): Promise<void> {
-	log.info(`Received ${signal}, releasing ${binder.bindings.size} binding(s)`);
+	log.info(`Received ${signal}, stopping`);
 	manager.beginShutdown();
 	// A Bind still copying would otherwise finish after the release and leave its mount behind.
 	const deadline = Date.now() + 60_000;
@@ -138,6 +146,9 @@ async function shutdown(
 	}
 	manager.freezeState();
 	shuttingDown = true;
+	log.info(
+		`Releasing ${binder.bindings.size} binding(s) before exiting; they stay in the state folder`,
+	);
 	// A bus that is gone never answers; the bindings are released either way.
 	await withTimeout(bus.releaseName(BUS_NAME), 2000).catch(() => undefined);
 	await binder.releaseAll();

@@ -3,6 +3,7 @@
 // emits the signal and replies.
 import type { Message as BusMessage, MessageBus } from 'dbus-next';
 import { Action, ErrorName, INTERFACE } from '../common/names.js';
+import type { ActionId } from '../common/names.js';
 import { quote } from '../common/quote.js';
 import type { Authorizer } from './authorize.js';
 import type { Binder, Binding } from './binder.js';
@@ -10,13 +11,17 @@ import { emitSignal, loadInterfaceXml } from './bus.js';
 import type { ObjectSpec } from './bus.js';
 import { BindError, describeErrno } from './errors.js';
 import { log } from './log.js';
-import { canonicalPath, validatePath } from './paths.js';
+import { canonicalPath, tryCanonicalPath, validatePath } from './paths.js';
 import { encodeRecord } from './record.js';
 import type { SavedBinding, StateStore } from './state.js';
 
 // What polkit's message names, through $(path), for calls that act on more than one path. A
 // rule granting single paths never matches these.
 const EVERY_BINDING = 'every bound binary';
+const AUTHORIZATION_ERRORS = new Set<string>([
+	ErrorName.AccessDenied,
+	ErrorName.InteractiveAuthorizationRequired,
+]);
 const EVERY_STALE_MOUNT = 'every stale memfd mount';
 
 export interface ManagerOptions {
@@ -90,10 +95,12 @@ export class Manager {
 	private async bind(msg: BusMessage): Promise<unknown[]> {
 		const path = argumentPath(msg);
 
-		const canonical = canonicalPath(path);
-		const { uid } = await this.options.authorizer.authorize(msg, Action.bind, canonical);
+		const { uid, canonical } = await this.authorizePath(msg, Action.bind, path);
 
 		const binding = await this.options.binder.bind(canonical, uid);
+		if (this.suspended.delete(binding.path)) {
+			this.persist();
+		}
 		logBound('Bound', binding, uid);
 		emitSignal(this.options.bus, INTERFACE, 'Bound', 's', [binding.path]);
 		return [encodeRecord({ ...binding, state: 'active' })];
@@ -102,9 +109,14 @@ export class Manager {
 	private async release(msg: BusMessage): Promise<unknown[]> {
 		const path = argumentPath(msg);
 
-		const canonical = canonicalPath(path);
-		const { uid } = await this.options.authorizer.authorize(msg, Action.release, canonical);
+		const { uid, canonical } = await this.authorizePath(msg, Action.release, path);
 
+		// A binding lifted by Suspend is only remembered: releasing it means forgetting it.
+		if (this.suspended.delete(canonical)) {
+			this.persist();
+			log.info(`Forgot the suspended binding of ${quote(canonical)} (requested by uid=${uid})`);
+			return [];
+		}
 		await this.options.binder.release(canonical);
 		log.info(`Released ${quote(canonical)} (requested by uid=${uid})`);
 		emitSignal(this.options.bus, INTERFACE, 'Released', 's', [canonical]);
@@ -114,8 +126,7 @@ export class Manager {
 	private async refresh(msg: BusMessage): Promise<unknown[]> {
 		const path = argumentPath(msg);
 
-		const canonical = canonicalPath(path);
-		const { uid } = await this.options.authorizer.authorize(msg, Action.bind, canonical);
+		const { uid, canonical } = await this.authorizePath(msg, Action.bind, path);
 
 		const binding = await this.options.binder.refresh(canonical, uid);
 		logBound('Refreshed', binding, uid);
@@ -129,9 +140,13 @@ export class Manager {
 			validatePath(path);
 		}
 
-		const canonical = path === '' ? '' : canonicalPath(path);
-		const subject = canonical === '' ? EVERY_STALE_MOUNT : canonical;
-		const { uid } = await this.options.authorizer.authorize(msg, Action.cleanup, subject);
+		const { uid, canonical } =
+			path === ''
+				? {
+						...(await this.options.authorizer.authorize(msg, Action.cleanup, EVERY_STALE_MOUNT)),
+						canonical: '',
+					}
+				: await this.authorizePath(msg, Action.cleanup, path);
 
 		const removed = await this.options.binder.cleanup(canonical);
 		const where = canonical === '' ? 'anywhere' : `at ${quote(canonical)}`;
@@ -188,7 +203,39 @@ export class Manager {
 	}
 
 	private listRecords(): unknown[] {
-		return this.options.binder.list().map((view) => encodeRecord(view));
+		const views = this.options.binder.list();
+		for (const entry of this.suspended.values()) {
+			views.push({
+				path: entry.path,
+				state: 'suspended',
+				boundBy: entry.boundBy,
+				boundAt: entry.boundAt,
+			});
+		}
+		return views.map((view) => encodeRecord(view));
+	}
+
+	/**
+	 * Authorizes a call on `path` and returns the canonical path to act on. For a caller that is
+	 * not root the path is resolved only quietly before polkit answers: an error that tells
+	 * whether a directory exists, or where a symlink leads, reaches only an authorized caller.
+	 */
+	private async authorizePath(
+		msg: BusMessage,
+		action: ActionId,
+		path: string,
+	): Promise<{ uid: number; canonical: string }> {
+		const resolved = tryCanonicalPath(path);
+		const { uid } = await this.options.authorizer.authorize(msg, action, resolved ?? path, path);
+
+		const canonical = canonicalPath(path);
+		if (uid !== 0 && canonical !== (resolved ?? path)) {
+			throw new BindError(
+				ErrorName.AccessDenied,
+				`Not authorized to perform ${action} on ${quote(path)}: the path resolved differently after authorization`,
+			);
+		}
+		return { uid, canonical };
 	}
 
 	/** Refuses new changing calls from now on; List still answers. */
@@ -208,6 +255,12 @@ export class Manager {
 		this.inFlight++;
 		try {
 			return await task();
+		} catch (error: unknown) {
+			// Denials are logged where they are decided; every other failure is logged here, once.
+			if (error instanceof BindError && !AUTHORIZATION_ERRORS.has(error.busName)) {
+				log.notice(`${error.message} (${error.busName.replace(/^.*\./, '')})`);
+			}
+			throw error;
 		} finally {
 			this.inFlight--;
 			this.lastActivity = Date.now();

@@ -35,6 +35,15 @@ export function canonicalPath(path: string): string {
 	return canonical;
 }
 
+/** canonicalPath without its errors: undefined when the path cannot be resolved or is refused. */
+export function tryCanonicalPath(path: string): string | undefined {
+	try {
+		return canonicalPath(path);
+	} catch {
+		return undefined;
+	}
+}
+
 function invalidReason(path: string): string | undefined {
 	if (path.length === 0) {
 		return 'the path is empty';
@@ -59,7 +68,7 @@ function invalidReason(path: string): string | undefined {
 	}
 	const root = FORBIDDEN_ROOTS.find((dir) => path === dir || path.startsWith(`${dir}/`));
 	if (root !== undefined) {
-		return `paths under ${root} cannot be bound`;
+		return `paths under ${root} are not allowed`;
 	}
 	return undefined;
 }

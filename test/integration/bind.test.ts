@@ -245,6 +245,59 @@ describe('bind, list, release and cleanup', { skip }, () => {
 		assert.equal(listed.status, 0, `List works for nobody: ${listed.stderr}`);
 	});
 
+	test('a caller that is not authorized learns nothing about paths it cannot see', () => {
+		const hidden = join(sandbox.dir, 'hidden');
+		mkdirSync(join(hidden, 'exists'), { recursive: true });
+		symlinkSync('/proc/self', join(hidden, 'exists', 'to-proc'));
+		chmodSync(hidden, 0o700);
+		const answers = [
+			join(hidden, 'exists', 'tool'),
+			join(hidden, 'missing', 'tool'),
+			join(hidden, 'exists', 'to-proc', 'exe'),
+		].map((path) => memfdctl(['bind', path], 'nobody'));
+		for (const answer of answers) {
+			assert.equal(answer.status, 4, answer.stderr);
+			assert.match(answer.stderr, /Not authorized to perform org\.opencontainers\.memfdbind\.bind/);
+			assert.doesNotMatch(answer.stderr, /ENOENT|not allowed|\/proc/);
+		}
+	});
+
+	test('properties of an unknown interface and calls on an unknown object get their own error names', () => {
+		const getAll = sandbox.run('gdbus', [
+			'call',
+			'--system',
+			'--dest',
+			BUS_NAME,
+			'--object-path',
+			OBJECT_PATH,
+			'--method',
+			'org.freedesktop.DBus.Properties.GetAll',
+			'org.example.Nope',
+		]);
+		assert.match(getAll.stderr, /org\.freedesktop\.DBus\.Error\.UnknownInterface/);
+		const elsewhere = sandbox.run('gdbus', [
+			'call',
+			'--system',
+			'--dest',
+			BUS_NAME,
+			'--object-path',
+			'/org/opencontainers/Nope',
+			'--method',
+			`${INTERFACE}.List`,
+		]);
+		assert.match(elsewhere.stderr, /org\.freedesktop\.DBus\.Error\.UnknownObject/);
+		const tree = sandbox.run('busctl', ['tree', BUS_NAME]);
+		assert.match(tree.stdout, /\/org\/opencontainers\/MemfdBind/);
+		const version = sandbox.run('busctl', [
+			'get-property',
+			BUS_NAME,
+			OBJECT_PATH,
+			INTERFACE,
+			'Version',
+		]);
+		assert.match(version.stdout, /^s "\d+\.\d+\.\d+"\n$/);
+	});
+
 	test('paths with spaces, quotes and newlines bind, list and release', () => {
 		const path = executable("odd name 'q'\nline");
 		assert.equal(busctl('Bind', 's', path).status, 0);

@@ -201,6 +201,31 @@ describe('bindings across crashes, restarts and upgrades', { skip }, () => {
 		await service.stop();
 	});
 
+	test('while suspended, list shows the binding as suspended and release forgets it', async () => {
+		const service = await sandbox.startService();
+		const kept = executable('suspended-kept');
+		const forgotten = executable('suspended-forgotten');
+		assert.equal(memfdctl('bind', kept, forgotten).status, 0);
+		assert.equal(memfdctl('suspend').status, 0);
+
+		const states = new Map(list().map((entry) => [entry.Path, entry.State]));
+		assert.equal(states.get(kept), 'suspended');
+		assert.equal(states.get(forgotten), 'suspended');
+		assert.equal(memfdctl('release', forgotten).status, 0);
+		const saved = JSON.parse(readFileSync(join(sandbox.dir, 'state/bindings.json'), 'utf8'));
+		assert.deepEqual(
+			saved.bindings.map((entry: { path: string }) => entry.path),
+			[kept],
+		);
+
+		const resumed = memfdctl('resume');
+		assert.equal(resumed.stdout, `${kept}: bound, sha256 ${sha256(kept)}\n`);
+		assert.equal(sealsAt(kept), 0xf);
+		assert.equal(sealsAt(forgotten), undefined, 'a released path is not bound again');
+		assert.equal(memfdctl('release', kept).status, 0);
+		await service.stop();
+	});
+
 	test('a file changed on disk under its binding shows as outdated, and bind --refresh replaces it', async () => {
 		const service = await sandbox.startService();
 		const dir = join(files, 'outdated-dir');
