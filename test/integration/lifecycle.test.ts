@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { clientsFor } from '../helpers/clients.js';
 import type { Clients } from '../helpers/clients.js';
-import { killAndWait, mountsAt, sealsAt } from '../helpers/mounts.js';
+import { foreignMemfdMount, killAndWait, mountsAt, sealsAt } from '../helpers/mounts.js';
 import {
 	BUS_NAME,
 	INTERFACE,
@@ -339,6 +339,38 @@ describe('bindings across crashes, restarts and upgrades', { skip }, () => {
 		} finally {
 			await activated.stop();
 		}
+	});
+
+	test('with a binding the service never exits for idleness', async () => {
+		const service = await sandbox.startService(['--idle-timeout', '1']);
+		const path = executable('keeps-alive');
+		assert.equal(memfdctl('bind', path).status, 0);
+		await new Promise((resolve) => setTimeout(resolve, 2500));
+		assert.equal(service.process.exitCode, null, 'still running after 2.5 idle seconds');
+		assert.doesNotMatch(service.log(), /Idle for/);
+		assert.equal(memfdctl('release', path).status, 0);
+		await service.stop();
+	});
+
+	test('a start leaves a live memfd mount of another tool alone and says so; status names its holder', async () => {
+		const path = executable('other-tools');
+		const holder = foreignMemfdMount(path, readFileSync('/usr/bin/true'));
+		const service = await sandbox.startService();
+		assert.match(
+			service.log(),
+			new RegExp(
+				`A memfd mount of another tool is at '${path}' \\(pid ${holder}\\); leaving it alone`,
+			),
+		);
+		assert.equal(mountsAt(path).length, 1);
+		assert.equal(sandbox.run(path, []).status, 0);
+		const status = JSON.parse(memfdctl('status', '--json', path).stdout);
+		assert.deepEqual(
+			{ kind: status.holder.kind, pid: status.holder.pid },
+			{ kind: 'other', pid: holder },
+		);
+		await service.stop();
+		await killAndWait(holder);
 	});
 
 	test('the service exits non-zero when the bus goes away, and its bindings keep working', async () => {
