@@ -8,7 +8,7 @@ import { startPolkitAgent } from './agent.js';
 import type { PolkitAgent } from './agent.js';
 import { formatList, formatStatus } from './format.js';
 import { MemfdBindProxy, ServiceCallError } from './proxy.js';
-import { addPolkitCommands } from './polkit-rules.js';
+import { addPolkitCommands } from './polkit/commands.js';
 
 interface GlobalOptions {
 	askPassword: boolean;

@@ -4,31 +4,21 @@
 // Findings behind each choice: docs/notes/polkit-testing.md.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { chmod, mkdtemp, realpath, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import dbus from 'dbus-next';
-import type { MessageBus, Variant as BusVariant } from 'dbus-next';
-import { execa, execaSync } from 'execa';
-import type { Options, ResultPromise } from 'execa';
-
-const { Message, Variant, DBusError } = dbus;
+import { execa } from 'execa';
+import { assertPrivateMountNamespace, unmountAll } from './polkit-mounts.js';
 
 const POLKITD = '/usr/lib/polkit-1/polkitd';
-const POLKIT_NAME = 'org.freedesktop.PolicyKit1';
-const AUTHORITY_PATH = '/org/freedesktop/PolicyKit1/Authority';
-const AUTHORITY = 'org.freedesktop.PolicyKit1.Authority';
-const AGENT = 'org.freedesktop.PolicyKit1.AuthenticationAgent';
+// The bus name polkitd owns.
+export const POLKIT_NAME = 'org.freedesktop.PolicyKit1';
 const ACTIONS_DIR = '/usr/share/polkit-1/actions';
 const RULES_DIR = '/etc/polkit-1/rules.d';
 const VENDOR_RULES_DIR = '/usr/share/polkit-1/rules.d';
 // polkitd prints this after every (re)load of the rules folders, unless started with --no-debug.
 const RULES_LOADED = 'Finished loading, compiling and executing';
-// Inode numbers of the initial namespaces (MNT_NS_INIT_INO needs Linux 6.x; PID since 3.8).
-const INITIAL_MNT_NS = 'mnt:[4026531832]';
-const INITIAL_PID_NS = 'pid:[4026531836]';
 
 export type PolkitdOptions = {
 	// Address of a running bus whose policy includes org.freedesktop.PolicyKit1.conf.
@@ -163,225 +153,6 @@ export async function removeRules(rulesDir: string, name: string): Promise<void>
 	}
 }
 
-// Runs argv as an existing account: its uid, its primary group, and its groups from /etc/group.
-export function runAs<OptionsType extends Options = {}>(
-	user: string,
-	argv: readonly string[],
-	options?: OptionsType,
-): ResultPromise<OptionsType> {
-	const entry = execaSync('getent', ['passwd', user], { reject: false }).stdout;
-	const [, , uid, gid, , home] = entry.split(':');
-	if (uid === undefined || gid === undefined || home === undefined) {
-		throw new Error(`Failed to find account '${user}' in the passwd database`);
-	}
-	// setpriv keeps the environment; only the identity variables change.
-	const env = { HOME: home, USER: user, LOGNAME: user, ...options?.env };
-	const setpriv = ['--reuid', uid, '--regid', gid, '--init-groups', '--', ...argv];
-	// execa types its result from the options; adding env changes nothing that typing looks at.
-	return execa('setpriv', setpriv, { ...options, env }) as unknown as ResultPromise<OptionsType>;
-}
-
-// Makes a private bus reachable at /run/dbus/system_bus_socket, where the setuid
-// polkit-agent-helper-1 connects: it ignores DBUS_SYSTEM_BUS_ADDRESS, so without this a correct
-// password still ends in "Error getting authority: ... Could not connect".
-export async function exposeSystemBusSocket(
-	socketPath: string,
-): Promise<{ stop(): Promise<void> }> {
-	assertPrivateMountNamespace('expose the system bus socket');
-	const mounted: string[] = [];
-	try {
-		await execa('mount', ['-t', 'tmpfs', '-o', 'mode=0755,size=64k', 'tmpfs', '/run/dbus']);
-		mounted.push('/run/dbus');
-		await writeFile('/run/dbus/system_bus_socket', '');
-		await execa('mount', ['--bind', socketPath, '/run/dbus/system_bus_socket']);
-		mounted.push('/run/dbus/system_bus_socket');
-	} catch (error: unknown) {
-		await unmountAll(mounted.reverse());
-		throw error;
-	}
-	return { stop: () => unmountAll(mounted.reverse()) };
-}
-
-// Replaces polkit's PAM stack with one that accepts only `password`, for any identity (root
-// included), so pkttyagent prompts can be answered; the accounts themselves are left untouched.
-export async function overridePolkitPam(password: string): Promise<{ stop(): Promise<void> }> {
-	assertPrivateMountNamespace('override the polkit-1 PAM stack');
-	if (!/^[A-Za-z0-9]+$/.test(password)) {
-		throw new Error(`Invalid test password '${password}': use letters and digits only`);
-	}
-	// libpam reads /etc/pam.d first and falls back to the vendor copy Debian ships.
-	const target = ['/etc/pam.d/polkit-1', '/usr/lib/pam.d/polkit-1'].find((path) =>
-		existsSync(path),
-	);
-	if (target === undefined) {
-		throw new Error('Failed to find polkit-1 in /etc/pam.d or /usr/lib/pam.d');
-	}
-	const dir = await mkdtemp(join(tmpdir(), 'polkit-pam-'));
-	await chmod(dir, 0o755);
-	const check = join(dir, 'check-password');
-	// pam_exec hands the typed password to the script on stdin (expose_authtok).
-	await writeFile(check, `#!/bin/sh\nIFS= read -r typed\n[ "$typed" = '${password}' ]\n`, {
-		mode: 0o755,
-	});
-	const config = join(dir, 'polkit-1');
-	const stack = [
-		`auth required pam_exec.so expose_authtok quiet ${check}`,
-		'account required pam_permit.so',
-		'',
-	].join('\n');
-	await writeFile(config, stack, { mode: 0o644 });
-	try {
-		await execa('mount', ['--bind', config, target]);
-	} catch (error: unknown) {
-		await rm(dir, { recursive: true, force: true });
-		throw error;
-	}
-	return {
-		async stop() {
-			await unmountAll([target]);
-			await rm(dir, { recursive: true, force: true });
-		},
-	};
-}
-
-// What a test agent answers when polkitd asks it to authenticate.
-export type AgentAnswer =
-	| 'grant' // authenticated: the check returns is_authorized (auth_*_keep: kept for that process)
-	| 'dismiss' // like closing a dialog: not authorized, details polkit.dismissed = 'true'
-	| 'fail' // like a wrong password: not authorized, no polkit.dismissed
-	| 'wait'; // never answers until CancelCheckAuthorization or stop()
-
-export type TestAgent = {
-	// Action id and message of each request polkitd made, in order.
-	requests: { actionId: string; message: string }[];
-	// May be changed between checks.
-	answer: AgentAnswer;
-	stop(): Promise<void>;
-};
-
-// Registers an authentication agent for process `pid`, answering as told and without any
-// terminal. It runs as root in this process: polkitd lets uid 0 register for anyone's process and
-// accepts AuthenticationAgentResponse2 only from uid 0.
-export async function startTestAgent(options: {
-	busAddress: string;
-	pid: number;
-	answer: AgentAnswer;
-}): Promise<TestAgent> {
-	const bus = dbus.sessionBus({ busAddress: options.busAddress });
-	// A bus that goes away before stop() must not crash the test process; the calls report it.
-	bus.on('error', () => {});
-	const pending = new Map<string, (error: Error) => void>();
-	const agent: TestAgent = {
-		requests: [],
-		answer: options.answer,
-		async stop() {
-			for (const reject of pending.values()) {
-				reject(new DBusError('org.freedesktop.PolicyKit1.Error.Cancelled', 'agent stopped'));
-			}
-			bus.disconnect();
-		},
-	};
-	const iface = new AgentInterface(AGENT);
-	iface.begin = async (actionId, message, cookie, identities) => {
-		agent.requests.push({ actionId, message });
-		if (agent.answer === 'grant') {
-			// The uid argument must be that of the agent's own connection, which is root here.
-			await callAuthority(bus, 'AuthenticationAgentResponse2', 'us(sa{sv})', [
-				0,
-				cookie,
-				identities[0],
-			]);
-		} else if (agent.answer !== 'wait') {
-			const [name, text] =
-				agent.answer === 'dismiss'
-					? ['Cancelled', 'dismissed by the test']
-					: ['Failed', 'failed by the test'];
-			throw new DBusError(`org.freedesktop.PolicyKit1.Error.${name}`, text);
-		} else {
-			await new Promise<never>((_resolve, reject) => pending.set(cookie, reject));
-		}
-	};
-	iface.cancel = (cookie) => {
-		pending.get(cookie)?.(new DBusError('org.freedesktop.PolicyKit1.Error.Cancelled', 'cancelled'));
-		pending.delete(cookie);
-	};
-	const objectPath = '/org/opencontainers/memfdbind/TestAgent';
-	bus.export(objectPath, iface);
-	const subject = [
-		'unix-process',
-		{
-			pid: new Variant('u', options.pid),
-			'start-time': new Variant('t', startTimeOf(options.pid)),
-		},
-	];
-	try {
-		await callAuthority(bus, 'RegisterAuthenticationAgent', '(sa{sv})ss', [
-			subject,
-			'C',
-			objectPath,
-		]);
-	} catch (error: unknown) {
-		bus.disconnect();
-		throw new Error(`Failed to register a test agent for pid ${options.pid}`, { cause: error });
-	}
-	return agent;
-}
-
-type Identity = [string, Record<string, BusVariant>];
-
-// The org.freedesktop.PolicyKit1.AuthenticationAgent object polkitd calls into.
-class AgentInterface extends dbus.interface.Interface {
-	begin: (actionId: string, message: string, cookie: string, ids: Identity[]) => Promise<void> =
-		async () => {};
-	cancel: (cookie: string) => void = () => {};
-
-	async BeginAuthentication(
-		actionId: string,
-		message: string,
-		_iconName: string,
-		_details: Record<string, string>,
-		cookie: string,
-		identities: Identity[],
-	): Promise<void> {
-		await this.begin(actionId, message, cookie, identities);
-	}
-
-	CancelAuthentication(cookie: string): void {
-		this.cancel(cookie);
-	}
-}
-AgentInterface.configureMembers({
-	methods: {
-		BeginAuthentication: { inSignature: 'sssa{ss}sa(sa{sv})', outSignature: '' },
-		CancelAuthentication: { inSignature: 's', outSignature: '' },
-	},
-});
-
-async function callAuthority(
-	bus: MessageBus,
-	member: string,
-	signature: string,
-	body: unknown[],
-): Promise<void> {
-	await bus.call(
-		new Message({
-			destination: POLKIT_NAME,
-			path: AUTHORITY_PATH,
-			interface: AUTHORITY,
-			member,
-			signature,
-			body,
-		}),
-	);
-}
-
-// Field 22 of /proc/<pid>/stat, which polkit pairs with the pid to name a process.
-function startTimeOf(pid: number): bigint {
-	const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-	const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-	return BigInt(fields[19]);
-}
-
 // Polls the bus until polkitd's own process owns org.freedesktop.PolicyKit1.
 async function waitForOwner(
 	busAddress: string,
@@ -455,48 +226,5 @@ async function waitForReload(instance: Running, since: number, name: string): Pr
 function assertRulesName(name: string): void {
 	if (basename(name) !== name || name.startsWith('.') || !name.endsWith('.rules')) {
 		throw new Error(`Invalid rules file name '${name}': expected a plain name ending in .rules`);
-	}
-}
-
-// Refuses to mount anything unless this process has left the host's mount namespace and its root
-// mount does not propagate. Under `unshare --pid --fork --mount-proc` pid 1 shares our mount
-// namespace, so a private pid namespace with its own /proc counts as proof too.
-function assertPrivateMountNamespace(what: string): void {
-	if (process.getuid?.() !== 0) {
-		throw new Error(`Failed to ${what}: needs root`);
-	}
-	const self = readlinkSync('/proc/self/ns/mnt');
-	let init: string | undefined;
-	try {
-		init = readlinkSync('/proc/1/ns/mnt');
-	} catch {
-		init = undefined;
-	}
-	const nspid = /^NSpid:\s*(.*)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '';
-	const ownPidNs =
-		readlinkSync('/proc/self/ns/pid') !== INITIAL_PID_NS && nspid.trim().split(/\s+/).length === 1;
-	const separate = init !== undefined && init !== self;
-	if (self === INITIAL_MNT_NS || !(separate || (init === self && ownPidNs))) {
-		throw new Error(
-			`Failed to ${what}: not in a private mount namespace; run under unshare --mount --propagation private --pid --fork --mount-proc`,
-		);
-	}
-	const root = readFileSync('/proc/self/mountinfo', 'utf8')
-		.split('\n')
-		.filter((line) => line.split(' ')[4] === '/')
-		.at(-1);
-	if (root?.includes(' shared:') === true) {
-		throw new Error(`Failed to ${what}: / propagates mounts (shared); use --propagation private`);
-	}
-}
-
-async function unmountAll(targets: string[]): Promise<void> {
-	const failures: unknown[] = [];
-	for (const target of targets) {
-		await execa('umount', [target]).catch((error: unknown) => failures.push(error));
-	}
-	targets.length = 0;
-	if (failures.length > 0) {
-		throw new AggregateError(failures, `Failed to unmount ${failures.length} polkit test mount(s)`);
 	}
 }

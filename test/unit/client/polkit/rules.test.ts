@@ -6,18 +6,18 @@ import { after, describe, test } from 'node:test';
 import {
 	ACTIONS,
 	GrantArgumentError,
-	RULES_FILE,
-	RulesFileError,
-	checkRules,
-	mentions,
-	parseRules,
-	readGrants,
-	renderRules,
 	validateGroup,
 	validatePath,
-	writeGrants,
-} from '../../../src/client/polkit-rules.js';
-import type { Grant } from '../../../src/client/polkit-rules.js';
+} from '../../../../src/client/polkit/grants.js';
+import type { Grant } from '../../../../src/client/polkit/grants.js';
+import { RULES_FILE, readGrants, writeGrants } from '../../../../src/client/polkit/rules-file.js';
+import {
+	RulesFileError,
+	checkRules,
+	parseRules,
+	renderRules,
+} from '../../../../src/client/polkit/rules-text.js';
+import { mentions } from '../../../../src/client/polkit/show.js';
 
 const HOSTILE = [
 	'/usr/bin/with "double" and \'single\' quotes',
