@@ -1,6 +1,8 @@
 // memfdctl: one subcommand per service method, plus `status`, a local check that needs no
 // service. Results go to stdout; errors to stderr as "memfdctl: cannot <verb> <object>: <reason>".
-import { resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { escapeControls } from '../common/quote.js';
 import { ExitCode, exitCodeFor, reasonFor } from './exit-codes.js';
@@ -44,6 +46,7 @@ function buildProgram(): Command {
 		.description(
 			'Bind sealed memfd copies of binaries over their paths, through the memfd-bind service',
 		)
+		.version(readVersion(), '--version', 'print the version of memfdctl')
 		.option('--no-ask-password', 'never ask for a password; fail when authentication is needed')
 		.addHelpText('after', EXAMPLES)
 		.exitOverride()
@@ -152,6 +155,10 @@ function buildProgram(): Command {
 				'bindings',
 				async (proxy) => {
 					for (const record of await proxy.resume()) {
+						if (record.State === 'failed') {
+							report('resume', escapeControls(record.Path), new Error(record.Error ?? 'failed'));
+							continue;
+						}
 						process.stdout.write(
 							`${escapeControls(record.Path)}: bound, sha256 ${record.Sha256}\n`,
 						);
@@ -165,6 +172,26 @@ function buildProgram(): Command {
 
 	program.addOption(new Option('--debug').hideHelp());
 	return program;
+}
+
+// The version in the package.json above this module (bundled or not, installed or not).
+function readVersion(): string {
+	let dir = dirname(fileURLToPath(import.meta.url));
+	while (dir !== dirname(dir)) {
+		try {
+			const manifest = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
+				name?: string;
+				version?: string;
+			};
+			if (manifest.name === 'memfd-bind' && manifest.version !== undefined) {
+				return manifest.version;
+			}
+		} catch {
+			// No manifest here; look further up.
+		}
+		dir = dirname(dir);
+	}
+	return 'unknown';
 }
 
 // Runs `task` per path and keeps going after a failure; the exit code is the first failure's.
@@ -205,11 +232,11 @@ async function withProxy(
 		}
 		await task(proxy);
 	} catch (error: unknown) {
-		if (
-			quietWhenAbsent &&
-			error instanceof ServiceCallError &&
-			exitCodeFor(error.busName) === ExitCode.Unavailable
-		) {
+		const absent =
+			error instanceof ServiceCallError
+				? exitCodeFor(error.busName) === ExitCode.Unavailable
+				: busUnreachable(error);
+		if (quietWhenAbsent && absent) {
 			return;
 		}
 		report(verb, object, error);
@@ -217,6 +244,13 @@ async function withProxy(
 		await agent?.stop();
 		proxy.disconnect();
 	}
+}
+
+// The socket of the system bus is missing, refuses connections, or may not be opened.
+function busUnreachable(error: unknown): boolean {
+	return ['ENOENT', 'ECONNREFUSED', 'EACCES'].includes(
+		(error as NodeJS.ErrnoException)?.code ?? '',
+	);
 }
 
 function report(verb: string, object: string, error: unknown): void {
@@ -227,7 +261,7 @@ function report(verb: string, object: string, error: unknown): void {
 		code = exitCodeFor(error.busName);
 	} else {
 		const system = error as NodeJS.ErrnoException;
-		const unreachable = ['ENOENT', 'ECONNREFUSED', 'EACCES'].includes(system.code ?? '');
+		const unreachable = busUnreachable(error);
 		reason = unreachable
 			? `cannot reach the system bus (${system.code}: ${system.message})`
 			: String(system?.message ?? error);

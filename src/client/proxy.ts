@@ -23,6 +23,7 @@ export interface BindingRecord {
 	BoundBy?: number;
 	MemfdName?: string;
 	HolderPid?: number;
+	Error?: string;
 }
 
 /** An error reply from the service or the bus, with its D-Bus name. */

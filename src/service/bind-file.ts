@@ -15,6 +15,7 @@ import {
 	isErrno,
 	mount,
 	openRaw,
+	openTreeClone,
 } from '../common/libc.js';
 import { magicLinkOf } from '../common/mountinfo.js';
 import type { MagicLink } from '../common/mountinfo.js';
@@ -34,7 +35,9 @@ import {
 	unmountTop,
 } from './mount-table.js';
 import { createSealedCopy, hashFd } from './sealed-copy.js';
+import type { SealedCopy } from './sealed-copy.js';
 
+/** Binds a sealed copy of the regular file at `path` over it. */
 export async function bindFile(path: string, boundBy: number, maxSize: number): Promise<Binding> {
 	const targetFd = openTarget(path);
 	const fds = [targetFd];
@@ -49,56 +52,181 @@ export async function bindFile(path: string, boundBy: number, maxSize: number): 
 				`Failed to bind ${quote(path)}: the path changed while it was being opened`,
 			);
 		}
-		if (stat.size > maxSize) {
-			throw new BindError(
-				ErrorName.TooLarge,
-				`Failed to bind ${quote(path)}: ${stat.size} bytes is larger than the limit of ${maxSize} bytes`,
-			);
-		}
+		checkSize(path, stat, maxSize);
 
 		// Read from a reopen of the very inode we will mount onto, never from the name again.
 		const sourceFd = openRaw(`/proc/self/fd/${targetFd}`, O_RDONLY | O_CLOEXEC);
 		fds.push(sourceFd);
 		refuseSealedMemfd(path, sourceFd);
-		const copy = await createSealedCopy({
-			fd: sourceFd,
-			path,
-			size: stat.size,
-			mode: stat.mode,
-			uid: stat.uid,
-			gid: stat.gid,
-		});
-		fds.push(copy.fd);
+		const held = await copyAndHold(path, sourceFd, stat, fds);
+		holderPid = held.holderPid;
 
-		holderPid = spawnHolder(copy.fd);
-		const linkFd = openHolderLink(path, holderPid, copy.name);
-		fds.push(linkFd);
 		checkStillThere(path, targetFd);
-		mount(`/proc/self/fd/${linkFd}`, `/proc/self/fd/${targetFd}`, MS_BIND);
+		mount(`/proc/self/fd/${held.linkFd}`, `/proc/self/fd/${targetFd}`, MS_BIND);
 		mounted = true;
 		verifyMounted(path, holderPid);
-
-		return {
-			path,
-			size: copy.size,
-			sha256: copy.sha256,
-			seals: copy.seals,
-			mode: stat.mode & 0o777,
-			uid: stat.uid,
-			gid: stat.gid,
-			boundAt: Date.now() * 1000,
-			boundBy,
-			memfdName: copy.name,
-			holderPid,
-			origin: originOf(stat),
-		};
+		return toBinding(path, held.copy, stat, boundBy, holderPid);
 	} catch (error: unknown) {
 		undoBind(path, holderPid, mounted);
 		throw failure('bind', path, error);
 	} finally {
-		for (const fd of fds) {
-			closeSync(fd);
+		closeAll(fds);
+	}
+}
+
+/**
+ * Replaces `old` with a copy of the file now on disk beneath it. The new copy is made while the
+ * old one is still mounted, so a refresh that fails (file too large, vanished, replaced) keeps
+ * the old binding, and the path never leaves the set of bindings.
+ */
+export async function refreshFile(old: Binding, maxSize: number): Promise<Binding> {
+	const path = old.path;
+	const fds: number[] = [];
+	let holderPid = 0;
+	let lifted = false;
+	let mounted = false;
+	try {
+		const sourceFd = openDiskFile(path);
+		fds.push(sourceFd);
+		const stat = fstatSync(sourceFd);
+		if (!stat.isFile()) {
+			throw new BindError(
+				ErrorName.NotRegularFile,
+				`Failed to refresh ${quote(path)}: the file on disk is no longer a regular file`,
+			);
 		}
+		checkSize(path, stat, maxSize);
+		const held = await copyAndHold(path, sourceFd, stat, fds);
+		holderPid = held.holderPid;
+
+		unmountTop(path, old.holderPid);
+		lifted = true;
+		const targetFd = openTarget(path);
+		fds.push(targetFd);
+		const now = fstatSync(targetFd);
+		if (now.dev !== stat.dev || now.ino !== stat.ino) {
+			throw new BindError(
+				ErrorName.Failed,
+				`Failed to refresh ${quote(path)}: the file on disk was replaced during the refresh`,
+			);
+		}
+		mount(`/proc/self/fd/${held.linkFd}`, `/proc/self/fd/${targetFd}`, MS_BIND);
+		mounted = true;
+		verifyMounted(path, holderPid);
+		stopHolder(old.holderPid);
+		return toBinding(path, held.copy, stat, old.boundBy, holderPid);
+	} catch (error: unknown) {
+		undoBind(path, holderPid, mounted);
+		if (lifted) {
+			remount(old);
+		}
+		throw failure('refresh', path, error);
+	} finally {
+		closeAll(fds);
+	}
+}
+
+// The sealed copy and the holder that keeps it; the fds opened go into `fds` for the caller
+// to close.
+async function copyAndHold(
+	path: string,
+	sourceFd: number,
+	stat: Stats,
+	fds: number[],
+): Promise<{ copy: SealedCopy; holderPid: number; linkFd: number }> {
+	const copy = await createSealedCopy({
+		fd: sourceFd,
+		path,
+		size: stat.size,
+		mode: stat.mode,
+		uid: stat.uid,
+		gid: stat.gid,
+	});
+	fds.push(copy.fd);
+	const holderPid = spawnHolder(copy.fd);
+	try {
+		const linkFd = openHolderLink(path, holderPid, copy.name);
+		fds.push(linkFd);
+		return { copy, holderPid, linkFd };
+	} catch (error: unknown) {
+		stopHolder(holderPid);
+		throw error;
+	}
+}
+
+// Puts a binding back after a failed refresh: its holder still runs.
+function remount(old: Binding): void {
+	const fds: number[] = [];
+	try {
+		fds.push(openRaw(`/proc/${old.holderPid}/fd/${HOLDER_FD}`, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+		fds.push(openTarget(old.path));
+		mount(`/proc/self/fd/${fds[0]}`, `/proc/self/fd/${fds[1]}`, MS_BIND);
+	} catch (error: unknown) {
+		// The state file still names the path: the next start binds it afresh.
+		log.error(`Failed to put back the binding of ${quote(old.path)}: ${describeErrno(error)}`);
+	} finally {
+		closeAll(fds);
+	}
+}
+
+// The file on disk beneath any mount at `path`, read through a non-recursive clone of its
+// directory's mount.
+function openDiskFile(path: string): number {
+	const slash = path.lastIndexOf('/');
+	const tree = openTreeClone(path.slice(0, slash) || '/');
+	try {
+		return openRaw(
+			`/proc/self/fd/${tree}/${path.slice(slash + 1)}`,
+			O_RDONLY | O_NOFOLLOW | O_CLOEXEC,
+		);
+	} catch (error: unknown) {
+		if (isErrno(error, 'ENOENT')) {
+			throw new BindError(
+				ErrorName.NotFound,
+				`Failed to refresh ${quote(path)}: the file on disk is gone`,
+			);
+		}
+		throw error;
+	} finally {
+		closeSync(tree);
+	}
+}
+
+function checkSize(path: string, stat: Stats, maxSize: number): void {
+	if (stat.size > maxSize) {
+		throw new BindError(
+			ErrorName.TooLarge,
+			`Failed to bind ${quote(path)}: ${stat.size} bytes is larger than the limit of ${maxSize} bytes`,
+		);
+	}
+}
+
+function toBinding(
+	path: string,
+	copy: SealedCopy,
+	stat: Stats,
+	boundBy: number,
+	holderPid: number,
+): Binding {
+	return {
+		path,
+		size: copy.size,
+		sha256: copy.sha256,
+		seals: copy.seals,
+		mode: stat.mode & 0o777,
+		uid: stat.uid,
+		gid: stat.gid,
+		boundAt: Date.now() * 1000,
+		boundBy,
+		memfdName: copy.name,
+		holderPid,
+		origin: originOf(stat),
+	};
+}
+
+function closeAll(fds: number[]): void {
+	for (const fd of fds) {
+		closeSync(fd);
 	}
 }
 

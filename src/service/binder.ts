@@ -4,7 +4,7 @@
 import { ErrorName } from '../common/names.js';
 import { quote } from '../common/quote.js';
 import { magicLinkOf, readMountInfo } from '../common/mountinfo.js';
-import { adoptHolder, bindFile, unbindFile } from './bind-file.js';
+import { adoptHolder, bindFile, refreshFile, unbindFile } from './bind-file.js';
 import { BindError, describeErrno } from './errors.js';
 import { fdTarget, findHolders, isHolder, stopHolder } from './holder.js';
 import { log } from './log.js';
@@ -12,7 +12,7 @@ import { diskFileOrigin, foreignView, isLinkAlive, removeStaleMounts } from './m
 import { canonicalPath } from './paths.js';
 import { PathLocks } from './path-locks.js';
 
-export type BindingState = 'active' | 'stale' | 'foreign' | 'outdated' | 'suspended';
+export type BindingState = 'active' | 'stale' | 'foreign' | 'outdated' | 'suspended' | 'failed';
 
 /** The identity of the file on disk that a binding copied. */
 export interface Origin {
@@ -44,6 +44,8 @@ export interface BindingView extends Partial<Binding> {
 	state: BindingState;
 	holderPid?: number;
 	holderName?: string;
+	/** Why the last attempt to bind a parked path failed. */
+	error?: string;
 }
 
 export interface BinderOptions {
@@ -111,10 +113,8 @@ export class Binder {
 				);
 			}
 			// The file stays executable throughout: for a moment it is the file on disk itself.
-			unbindFile(old);
-			this.bindings.delete(canonical);
-			this.options.onChange?.();
-			const binding = await bindFile(canonical, boundBy, this.options.maxSize);
+			const binding = await refreshFile(old, this.options.maxSize);
+			binding.boundBy = boundBy;
 			this.bindings.set(canonical, binding);
 			this.options.onChange?.();
 			return binding;

@@ -14,6 +14,7 @@ import { log, setDebug } from './log.js';
 import { Manager } from './manager.js';
 import { validatePath } from './paths.js';
 import { StateStore, readDeclaredPaths } from './state.js';
+import type { SavedBinding } from './state.js';
 
 interface Options {
 	stateDir: string;
@@ -82,22 +83,27 @@ async function restore(
 		log.warning(`Stopped holder pid ${pid}: no mount uses it (left by an interrupted call)`);
 	}
 
-	const suspended = saved.filter((entry) => entry.suspended);
-	manager.restoreSuspended(suspended);
-	if (suspended.length > 0) {
-		// Bound again only by Resume: a restart in the middle of a dpkg run must not bind files
-		// that dpkg is about to replace.
+	// A suspended path stays lifted until Resume, even when it is also declared in a config file:
+	// a restart in the middle of a dpkg run must not bind files that dpkg is about to replace.
+	// A path that is bound (adopted) is simply bound.
+	const wanted = new Map<string, SavedBinding>();
+	let suspended = 0;
+	for (const entry of saved) {
+		if (entry.suspended && !binder.bindings.has(entry.path)) {
+			manager.park(entry);
+			suspended++;
+		} else if (!entry.suspended) {
+			wanted.set(entry.path, entry);
+		}
+	}
+	if (suspended > 0) {
 		log.notice(
-			`${suspended.length} binding(s) are suspended (the apt hook lifts them while dpkg runs); memfdctl resume binds them again`,
+			`${suspended} binding(s) are suspended (the apt hook lifts them while dpkg runs); memfdctl resume binds them again`,
 		);
 	}
-	const wanted = new Map<string, number>();
-	for (const entry of saved.filter((entry) => !entry.suspended)) {
-		wanted.set(entry.path, entry.boundBy);
-	}
 	for (const declared of readDeclaredPaths(configDir, validatePath)) {
-		if (!wanted.has(declared.path)) {
-			wanted.set(declared.path, 0);
+		if (!wanted.has(declared.path) && !manager.isSuspended(declared.path)) {
+			wanted.set(declared.path, { path: declared.path, boundBy: 0, boundAt: Date.now() * 1000 });
 		}
 	}
 
@@ -110,17 +116,17 @@ async function restore(
 			);
 		}
 	}
-	for (const [path, boundBy] of wanted) {
-		if (binder.bindings.has(path)) {
+	// A path that cannot be bound now (file missing, too large...) stays in the state file as
+	// failed, and is tried again at the next start or by Resume.
+	for (const entry of wanted.values()) {
+		if (binder.bindings.has(entry.path)) {
 			continue;
 		}
-		try {
-			const binding = await binder.bind(path, boundBy);
+		const binding = await manager.bindParked(entry);
+		if (binding !== undefined) {
 			log.info(
 				`Restored the binding of ${quote(binding.path)} sha256=${binding.sha256} holder=${binding.holderPid}`,
 			);
-		} catch (error: unknown) {
-			log.error(`Failed to restore the binding of ${quote(path)}: ${(error as Error).message}`);
 		}
 	}
 	for (const path of stale.filter((path) => !wanted.has(path))) {
@@ -169,6 +175,9 @@ function watchIdle(bus: MessageBus, binder: Binder, manager: Manager, timeout: n
 			log.info(`Idle for ${timeout / 1000} s with no bindings, exiting`);
 			void (async () => {
 				shuttingDown = true;
+				// Calls still queued for this instance are answered but change nothing: a new
+				// instance may already be starting, and two must never manage bindings at once.
+				manager.beginShutdown();
 				await withTimeout(bus.releaseName(BUS_NAME), 2000).catch(() => undefined);
 				// Calls already queued for us still get their answers before we go.
 				while (manager.inFlight > 0 || Date.now() - manager.lastActivity < 200) {

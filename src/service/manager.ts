@@ -6,7 +6,7 @@ import { Action, ErrorName, INTERFACE } from '../common/names.js';
 import type { ActionId } from '../common/names.js';
 import { quote } from '../common/quote.js';
 import type { Authorizer } from './authorize.js';
-import type { Binder, Binding } from './binder.js';
+import type { Binder, Binding, BindingView } from './binder.js';
 import { emitSignal, loadInterfaceXml } from './bus.js';
 import type { ObjectSpec } from './bus.js';
 import { BindError, describeErrno } from './errors.js';
@@ -36,8 +36,11 @@ export interface ManagerOptions {
 export class Manager {
 	inFlight = 0;
 	lastActivity = Date.now();
-	/** Paths lifted by Suspend, to be bound again by Resume. */
-	private readonly suspended = new Map<string, SavedBinding>();
+	/**
+	 * Paths that should be bound but are not: lifted by Suspend (bound again by Resume), or
+	 * whose last bind failed (`failed` says why; tried again at start and by Resume).
+	 */
+	private readonly parked = new Map<string, SavedBinding>();
 	private persisting = true;
 	private stopping = false;
 
@@ -62,15 +65,18 @@ export class Manager {
 		};
 	}
 
-	/** Writes the set of paths that should be bound (bindings plus suspended ones). */
+	/** Writes the set of paths that should be bound: live bindings, then parked ones. */
 	persist(): void {
 		if (!this.persisting) {
 			return;
 		}
-		const saved: SavedBinding[] = [...this.suspended.values()];
-		for (const binding of this.options.binder.bindings.values()) {
-			saved.push({ path: binding.path, boundBy: binding.boundBy, boundAt: binding.boundAt });
-		}
+		const live = this.options.binder.bindings;
+		const saved: SavedBinding[] = [...live.values()].map((binding) => ({
+			path: binding.path,
+			boundBy: binding.boundBy,
+			boundAt: binding.boundAt,
+		}));
+		saved.push(...[...this.parked.values()].filter((entry) => !live.has(entry.path)));
 		try {
 			this.options.state.save(saved);
 		} catch (error: unknown) {
@@ -85,11 +91,14 @@ export class Manager {
 		this.persisting = false;
 	}
 
-	/** Remembers suspended paths found in the state file at start-up. */
-	restoreSuspended(entries: SavedBinding[]): void {
-		for (const entry of entries) {
-			this.suspended.set(entry.path, { ...entry, suspended: true });
-		}
+	/** Remembers a path that should be bound but is not (suspended, or its bind failed). */
+	park(entry: SavedBinding): void {
+		this.parked.set(entry.path, entry);
+	}
+
+	/** Tells whether `path` waits for Resume. */
+	isSuspended(path: string): boolean {
+		return this.parked.get(path)?.suspended === true;
 	}
 
 	private async bind(msg: BusMessage): Promise<unknown[]> {
@@ -98,7 +107,7 @@ export class Manager {
 		const { uid, canonical } = await this.authorizePath(msg, Action.bind, path);
 
 		const binding = await this.options.binder.bind(canonical, uid);
-		if (this.suspended.delete(binding.path)) {
+		if (this.parked.delete(binding.path)) {
 			this.persist();
 		}
 		logBound('Bound', binding, uid);
@@ -111,10 +120,11 @@ export class Manager {
 
 		const { uid, canonical } = await this.authorizePath(msg, Action.release, path);
 
-		// A binding lifted by Suspend is only remembered: releasing it means forgetting it.
-		if (this.suspended.delete(canonical)) {
+		// A parked path is only remembered: releasing it means forgetting it.
+		const parked = this.parked.delete(canonical);
+		if (parked && !this.options.binder.bindings.has(canonical)) {
 			this.persist();
-			log.info(`Forgot the suspended binding of ${quote(canonical)} (requested by uid=${uid})`);
+			log.info(`Forgot the parked binding of ${quote(canonical)} (requested by uid=${uid})`);
 			return [];
 		}
 		await this.options.binder.release(canonical);
@@ -163,18 +173,21 @@ export class Manager {
 	private async suspend(msg: BusMessage): Promise<unknown[]> {
 		const { uid } = await this.options.authorizer.authorize(msg, Action.release, EVERY_BINDING);
 
-		const bindings = [...this.options.binder.bindings.values()];
-		for (const binding of bindings) {
-			this.suspended.set(binding.path, {
-				path: binding.path,
-				boundBy: binding.boundBy,
-				boundAt: binding.boundAt,
-				suspended: true,
-			});
-		}
-		const lifted = await this.options.binder.releaseAll();
-		for (const path of lifted) {
-			emitSignal(this.options.bus, INTERFACE, 'Released', 's', [path]);
+		// Each path is parked before its release, so the state file holds it at every moment.
+		const lifted: string[] = [];
+		for (const binding of [...this.options.binder.bindings.values()]) {
+			const { path, boundBy, boundAt } = binding;
+			this.parked.set(path, { path, boundBy, boundAt, suspended: true });
+			try {
+				await this.options.binder.release(path);
+				lifted.push(path);
+				emitSignal(this.options.bus, INTERFACE, 'Released', 's', [path]);
+			} catch (error: unknown) {
+				this.parked.delete(path);
+				log.warning(
+					`Failed to suspend the binding of ${quote(path)}: ${describeErrno(error)}, ignoring`,
+				);
+			}
 		}
 		this.persist();
 		log.info(`Suspended ${lifted.length} binding(s) (requested by uid=${uid})`);
@@ -185,32 +198,50 @@ export class Manager {
 		const { uid } = await this.options.authorizer.authorize(msg, Action.bind, EVERY_BINDING);
 
 		const records: unknown[] = [];
-		for (const entry of [...this.suspended.values()]) {
-			this.suspended.delete(entry.path);
-			try {
-				const binding = await this.options.binder.bind(entry.path, entry.boundBy);
+		for (const entry of [...this.parked.values()]) {
+			const binding = await this.bindParked(entry);
+			if (binding !== undefined) {
 				logBound('Resumed', binding, uid);
-				emitSignal(this.options.bus, INTERFACE, 'Bound', 's', [binding.path]);
 				records.push(encodeRecord({ ...binding, state: 'active' }));
-			} catch (error: unknown) {
-				log.error(
-					`Failed to resume the binding of ${quote(entry.path)}: ${(error as Error).message}`,
-				);
+			} else {
+				records.push(encodeRecord(parkedView(this.parked.get(entry.path)!)));
 			}
 		}
 		this.persist();
 		return [records];
 	}
 
+	/**
+	 * Binds a parked path; a failure keeps it parked with the reason, so it is neither lost
+	 * from the state file nor bound behind the administrator's back.
+	 */
+	async bindParked(entry: SavedBinding): Promise<Binding | undefined> {
+		try {
+			const binding = await this.options.binder.bind(entry.path, entry.boundBy);
+			this.parked.delete(entry.path);
+			emitSignal(this.options.bus, INTERFACE, 'Bound', 's', [binding.path]);
+			return binding;
+		} catch (error: unknown) {
+			if (this.options.binder.bindings.has(entry.path)) {
+				this.parked.delete(entry.path);
+				return undefined;
+			}
+			const reason = (error as Error).message;
+			this.parked.set(entry.path, { ...entry, suspended: undefined, failed: reason });
+			log.error(`Failed to bind ${quote(entry.path)} again: ${reason}; it stays in the state file`);
+			return undefined;
+		} finally {
+			this.persist();
+		}
+	}
+
 	private listRecords(): unknown[] {
 		const views = this.options.binder.list();
-		for (const entry of this.suspended.values()) {
-			views.push({
-				path: entry.path,
-				state: 'suspended',
-				boundBy: entry.boundBy,
-				boundAt: entry.boundAt,
-			});
+		const live = new Set(views.map((view) => view.path));
+		for (const entry of this.parked.values()) {
+			if (!live.has(entry.path)) {
+				views.push(parkedView(entry));
+			}
 		}
 		return views.map((view) => encodeRecord(view));
 	}
@@ -266,6 +297,16 @@ export class Manager {
 			this.lastActivity = Date.now();
 		}
 	}
+}
+
+function parkedView(entry: SavedBinding): BindingView {
+	return {
+		path: entry.path,
+		state: entry.suspended === true ? 'suspended' : 'failed',
+		boundBy: entry.boundBy,
+		boundAt: entry.boundAt,
+		error: entry.failed,
+	};
 }
 
 function argumentPath(msg: BusMessage): string {

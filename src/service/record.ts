@@ -18,6 +18,7 @@ const FIELDS: Array<[string, string, (view: BindingView) => unknown]> = [
 	['BoundBy', 'u', (view) => view.boundBy],
 	['MemfdName', 's', (view) => view.memfdName],
 	['HolderPid', 'u', (view) => view.holderPid],
+	['Error', 's', (view) => view.error],
 ];
 
 /** Returns the a{sv} record for a binding. */

@@ -17,12 +17,16 @@ import { log } from './log.js';
 
 const STATE_FILE = 'bindings.json';
 
-/** One remembered binding; `suspended` marks bindings lifted by Suspend. */
+/**
+ * One remembered binding; `suspended` marks bindings lifted by Suspend, `failed` why the last
+ * attempt to bind it again failed.
+ */
 export interface SavedBinding {
 	path: string;
 	boundBy: number;
 	boundAt: number;
 	suspended?: boolean;
+	failed?: string;
 }
 
 /** Reads and writes `<stateDir>/bindings.json`. */

@@ -34,6 +34,17 @@ import type { Sandbox } from '../helpers/sandbox.js';
 
 const skip = integrationSkipReason();
 
+// How many memfds a process holds open (the service holds one while it copies).
+function memfdsOf(pid: number): number {
+	return readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+		try {
+			return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('/memfd:memfd-bind:');
+		} catch {
+			return false;
+		}
+	}).length;
+}
+
 describe('bindings across crashes, restarts and upgrades', { skip }, () => {
 	let sandbox: Sandbox;
 	let files: string;
@@ -271,17 +282,11 @@ describe('bindings across crashes, restarts and upgrades', { skip }, () => {
 		const bind = spawn(process.execPath, [MEMFDCTL, 'bind', original], { env: sandbox.env });
 		let stderr = '';
 		bind.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-		const copying = () =>
-			readdirSync(`/proc/${service.process.pid}/fd`).some((fd) => {
-				try {
-					return readlinkSync(`/proc/${service.process.pid}/fd/${fd}`).startsWith(
-						'/memfd:memfd-bind:',
-					);
-				} catch {
-					return false;
-				}
-			});
-		await waitFor(copying, 10_000, () => 'the copy never started');
+		await waitFor(
+			() => memfdsOf(service.process.pid!) > 0,
+			10_000,
+			() => 'the copy never started',
+		);
 		renameSync(dir, `${dir}.old`);
 		symlinkSync(elsewhere, dir);
 		const status = await new Promise<number | null>((resolve) => bind.on('exit', resolve));
@@ -339,6 +344,108 @@ describe('bindings across crashes, restarts and upgrades', { skip }, () => {
 		} finally {
 			await activated.stop();
 		}
+	});
+
+	test('a refresh that fails keeps the old binding bound and remembered', async () => {
+		const service = await sandbox.startService(['--max-size', '1M']);
+		const dir = join(files, 'refresh-too-large');
+		mkdirSync(dir);
+		const path = join(dir, 'tool');
+		copyFileSync('/usr/bin/true', path);
+		assert.equal(memfdctl('bind', path).status, 0);
+		const before = list().find((entry) => entry.Path === path);
+
+		const view = join(files, 'refresh-too-large-view');
+		mkdirSync(view);
+		assert.equal(sandbox.run('mount', ['--bind', dir, view]).status, 0);
+		writeFileSync(join(view, 'tool'), Buffer.alloc(2 << 20, 1));
+		const refreshed = memfdctl('bind', '--refresh', path);
+		assert.equal(refreshed.status, 1);
+		assert.match(refreshed.stderr, /larger than the limit/);
+
+		const after = list().find((entry) => entry.Path === path);
+		assert.equal(after?.State, 'outdated');
+		assert.equal(after?.Sha256, before?.Sha256);
+		assert.equal(sealsAt(path), 0xf);
+		assert.equal(sandbox.run(path, []).status, 0);
+		const saved = JSON.parse(readFileSync(join(sandbox.dir, 'state/bindings.json'), 'utf8'));
+		assert.ok(saved.bindings.some((entry: { path: string }) => entry.path === path));
+		assert.equal(sandbox.run('umount', [view]).status, 0);
+		assert.equal(memfdctl('release', path).status, 0);
+		await service.stop();
+	});
+
+	test('kill -9 during a refresh leaves the path bound after the restart', async () => {
+		const service = await sandbox.startService(['--max-size', '1G']);
+		const path = join(files, 'refresh-killed');
+		writeFileSync(path, Buffer.concat([readFileSync('/usr/bin/true'), Buffer.alloc(256 << 20, 2)]));
+		chmodSync(path, 0o755);
+		assert.equal(memfdctl('bind', path).status, 0);
+
+		const refresh = spawn(process.execPath, [MEMFDCTL, 'bind', '--refresh', path], {
+			env: sandbox.env,
+		});
+		await waitFor(
+			() => memfdsOf(service.process.pid!) > 0,
+			10_000,
+			() => 'the copy never started',
+		);
+		await service.stop('SIGKILL');
+		await new Promise((resolve) => refresh.on('exit', resolve));
+
+		const restarted = await sandbox.startService(['--max-size', '1G']);
+		assert.equal(list().find((entry) => entry.Path === path)?.State, 'active');
+		assert.equal(sealsAt(path), 0xf);
+		assert.equal(mountsAt(path).length, 1);
+		assert.equal(memfdctl('release', path).status, 0);
+		await restarted.stop();
+	});
+
+	test('a binding that cannot be restored at start stays remembered as failed until resume binds it', async () => {
+		let service = await sandbox.startService();
+		const path = executable('restore-later');
+		assert.equal(memfdctl('bind', path).status, 0);
+		assert.equal(await service.stop('SIGTERM'), 0);
+		renameSync(path, `${path}.away`);
+
+		service = await sandbox.startService();
+		const failed = list().find((entry) => entry.Path === path);
+		assert.equal(failed?.State, 'failed');
+		assert.match(String(failed?.Error), /no such file/);
+		const saved = JSON.parse(readFileSync(join(sandbox.dir, 'state/bindings.json'), 'utf8'));
+		assert.ok(saved.bindings.some((entry: { path: string }) => entry.path === path));
+
+		const early = memfdctl('resume');
+		assert.equal(early.status, 1);
+		assert.match(early.stderr, /^memfdctl: cannot resume .*restore-later: .*no such file\n$/m);
+		renameSync(`${path}.away`, path);
+		const resumed = memfdctl('resume');
+		assert.equal(resumed.status, 0, resumed.stderr);
+		assert.equal(sealsAt(path), 0xf);
+		assert.equal(memfdctl('release', path).status, 0);
+		await service.stop();
+	});
+
+	test('a declared path suspended before a restart stays suspended until resume', async () => {
+		const path = executable('declared-suspended');
+		const configDir = join(sandbox.dir, 'memfd-bind.d');
+		mkdirSync(configDir, { recursive: true });
+		writeFileSync(join(configDir, 'suspended.conf'), `${path}\n`);
+		let service = await sandbox.startService();
+		assert.equal(sealsAt(path), 0xf);
+		assert.equal(memfdctl('suspend').status, 0);
+		await service.stop('SIGKILL');
+
+		service = await sandbox.startService();
+		assert.equal(sealsAt(path), undefined, 'not bound while dpkg may be running');
+		assert.equal(list().find((entry) => entry.Path === path)?.State, 'suspended');
+		copyFileSync('/usr/bin/false', `${path}.new`);
+		renameSync(`${path}.new`, path);
+		assert.equal(memfdctl('resume').status, 0);
+		assert.equal(sealsAt(path), 0xf);
+		assert.equal(memfdctl('release', path).status, 0);
+		await service.stop();
+		writeFileSync(join(configDir, 'suspended.conf'), '');
 	});
 
 	test('with a binding the service never exits for idleness', async () => {
