@@ -61,6 +61,9 @@ export async function createSealedCopy(source: CopySource): Promise<SealedCopy> 
 	const hash = startHash(fd);
 	try {
 		await copyAll(fd, source, (copied) => hash.update(copied));
+		// The worker must be done reading before F_SEAL_WRITE: a read in flight holds page
+		// references, and the kernel refuses the seal with EBUSY while pages look pinned.
+		const sha256 = await hash.digest();
 		// The copy keeps the original's permissions, minus setuid and setgid, and its owner.
 		// fchmod comes first, while the service still owns the memfd: no CAP_FOWNER needed.
 		fchmodSync(fd, source.mode & 0o777);
@@ -73,7 +76,6 @@ export async function createSealedCopy(source: CopySource): Promise<SealedCopy> 
 				`Failed to seal the copy of ${quote(source.path)}: seals are 0x${seals.toString(16)}, expected 0x${RUNC_SEALS.toString(16)}`,
 			);
 		}
-		const sha256 = await hash.digest();
 		return { fd, name, size: source.size, seals, sha256 };
 	} catch (error: unknown) {
 		await hash.abort();
