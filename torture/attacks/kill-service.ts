@@ -42,10 +42,18 @@ export async function killService(options: KillServiceOptions): Promise<AttackRe
 
 		for (let kill = 0; kill < options.kills; kill++) {
 			const target = random.pick(targets);
+			// Half the kills hit a Bind, half a Release; the path is put in the state each needs.
+			const member = kill % 2 === 0 ? 'Bind' : 'Release';
 			const bound = memfdMounts(stage.sandbox.dir).some(
 				(mount) => mount.mountPoint === target.path,
 			);
-			const member = bound ? 'Release' : 'Bind';
+			if (bound === (member === 'Bind')) {
+				const undo = member === 'Bind' ? 'Release' : 'Bind';
+				await expectOk(
+					stage.client.call(undo, 's', [target.path]),
+					`${undo}('${target.path}') between kills`,
+				);
+			}
 			const onSpawn = member === 'Bind' && random.int(3) === 0;
 			const delay = random.next() * (member === 'Bind' ? target.bindMs : target.releaseMs);
 			const moment = onSpawn ? 'when a holder starts' : `${delay.toFixed(2)} ms in`;
