@@ -22,14 +22,9 @@ describe('torture subsets', { skip }, () => {
 		expectNoLoss(await malformedCalls({ calls: 300, seed: SEED, fdIndexFrames: 'exclude' }));
 	});
 
-	test(
-		'the service refuses calls whose fd argument names an fd the message does not carry',
-		async () => {
-			expectNoLoss(
-				await malformedCalls({ calls: 10, seed: SEED, lanes: 1, fdIndexFrames: 'only' }),
-			);
-		},
-	);
+	test('the service refuses calls whose fd argument names an fd the message does not carry', async () => {
+		expectNoLoss(await malformedCalls({ calls: 10, seed: SEED, lanes: 1, fdIndexFrames: 'only' }));
+	});
 
 	test('16 concurrent clients leave List, mounts, state and holders in agreement, leaking nothing', async () => {
 		const result = await concurrentClients({
