@@ -88,7 +88,12 @@ export async function symlinkSwap(options: SymlinkSwapOptions): Promise<AttackRe
 		}
 		return tally.result();
 	} finally {
+		// The racer must be gone before the sandbox folder is removed, or it refills it.
+		const gone = new Promise((resolve) => racer.once('exit', resolve));
 		racer.kill('SIGKILL');
+		if (racer.exitCode === null && racer.signalCode === null) {
+			await gone;
+		}
 		await stage.close();
 	}
 }
