@@ -108,7 +108,9 @@ export class Authorizer {
 		const rule = `type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='${sender}'`;
 		let gone = false;
 		const onMessage = (signal: BusMessage) => {
+			// Only the bus itself may say that a caller left; anyone can send a lookalike signal.
 			if (
+				signal.sender === 'org.freedesktop.DBus' &&
 				signal.member === 'NameOwnerChanged' &&
 				signal.body?.[0] === sender &&
 				signal.body?.[2] === ''

@@ -62,7 +62,7 @@ export async function bindFile(path: string, boundBy: number, maxSize: number): 
 		holderPid = held.holderPid;
 
 		checkStillThere(path, targetFd);
-		mount(`/proc/self/fd/${held.linkFd}`, `/proc/self/fd/${targetFd}`, MS_BIND);
+		mountOver(path, held.linkFd, targetFd);
 		mounted = true;
 		verifyMounted(path, holderPid);
 		return toBinding(path, held.copy, stat, boundBy, holderPid);
@@ -123,6 +123,22 @@ export async function refreshFile(old: Binding, maxSize: number): Promise<Bindin
 		throw failure('refresh', path, error);
 	} finally {
 		closeAll(fds);
+	}
+}
+
+// mount(2) fails with ENOENT when the target was unlinked after the last check: say what happened.
+function mountOver(path: string, linkFd: number, targetFd: number): void {
+	try {
+		mount(`/proc/self/fd/${linkFd}`, `/proc/self/fd/${targetFd}`, MS_BIND);
+	} catch (error: unknown) {
+		if (isErrno(error, 'ENOENT')) {
+			throw new BindError(
+				ErrorName.Failed,
+				`Failed to bind ${quote(path)}: the file was moved, replaced or removed during the copy`,
+				{ cause: error },
+			);
+		}
+		throw error;
 	}
 }
 
