@@ -81,12 +81,14 @@ export async function measureFootprint(context: BenchContext): Promise<Line[]> {
 			row: 5,
 			measure: `Service open fds with ${BINDINGS} bindings`,
 			figure: Math.max(...fds),
-			baseline: idle.fds,
-			baselineLabel: 'idle',
+			baseline: one.fds,
+			baselineLabel: '1 binding',
 			unit: 'fds',
 			goal: 'flat per binding',
-			met: fds.every((count) => count === idle.fds) && one.fds === idle.fds,
-			note: `idle ${idle.fds}, 1 binding ${one.fds}, ${BINDINGS} bindings ${fds.join(', ')} (first round, then warm rounds), all released ${released.fds}`,
+			// The first Bind starts the hash worker thread, whose fds stay; what matters is that
+			// the hundredth binding costs no more fds than the first.
+			met: fds.every((count) => count === one.fds),
+			note: `idle ${idle.fds}, 1 binding ${one.fds} (the first Bind starts the hash worker thread), ${BINDINGS} bindings ${fds.join(', ')} (first round, then warm rounds), all released ${released.fds}`,
 		},
 		{
 			row: 5,
