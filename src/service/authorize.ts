@@ -69,7 +69,13 @@ export class Authorizer {
 				`Authentication is required for ${action} on ${quote(shownPath)}; call again allowing interactive authorization`,
 			);
 		}
-		const reason = result.dismissed ? 'the authentication was dismissed' : 'not allowed by polkit';
+		// pkttyagent reports a wrong password, Ctrl-C and EOF alike, as a plain "no"; only
+		// graphical agents tell polkit that a prompt was dismissed.
+		const reason = result.dismissed
+			? 'the authentication was dismissed'
+			: interactive
+				? 'not allowed by polkit (a rule said no, or the authentication failed or was dismissed)'
+				: 'not allowed by polkit';
 		log.notice(`Denied ${action} on ${quote(path)} for uid=${uid}: ${reason}`);
 		throw denied(action, shownPath, reason);
 	}

@@ -364,7 +364,7 @@ describe('polkit authorization with the real polkitd', { skip }, () => {
 		assert.equal(code, 4, session.output());
 		assert.match(
 			session.output(),
-			/memfdctl: cannot bind .*pty-dismissed: Not authorized to perform org\.opencontainers\.memfdbind\.bind/,
+			/memfdctl: cannot bind .*pty-dismissed: Not authorized to perform org\.opencontainers\.memfdbind\.bind on .*: not allowed by polkit \(a rule said no, or the authentication failed or was dismissed\)/,
 		);
 		assert.deepEqual(mountTable(), before);
 	});
