@@ -14,6 +14,13 @@ export interface Clients {
 	busctl(...args: string[]): SpawnSyncReturns<string>;
 	/** `gdbus call` of one of our methods. */
 	gdbus(method: string, args: string[], user?: string): SpawnSyncReturns<string>;
+	/** `gdbus call` of any method on any object of our bus name. */
+	gdbusCall(
+		objectPath: string,
+		method: string,
+		args: string[],
+		user?: string,
+	): SpawnSyncReturns<string>;
 	/** memfdctl with --no-ask-password, optionally as another account. */
 	memfdctl(args: string[], user?: string): SpawnSyncReturns<string>;
 	/** `memfdctl list --json`, parsed. */
@@ -24,6 +31,22 @@ export interface Clients {
 export function clientsFor(sandbox: Sandbox): Clients {
 	const files = join(sandbox.dir, 'files');
 	mkdirSync(files, { recursive: true });
+	const gdbusCall = (objectPath: string, method: string, args: string[], user?: string) =>
+		sandbox.run(
+			'gdbus',
+			[
+				'call',
+				'--system',
+				'--dest',
+				BUS_NAME,
+				'--object-path',
+				objectPath,
+				'--method',
+				method,
+				...args,
+			],
+			{ user },
+		);
 	const memfdctl = (args: string[], user?: string) =>
 		sandbox.run(process.execPath, [MEMFDCTL, '--no-ask-password', ...args], { user });
 	return {
@@ -34,22 +57,8 @@ export function clientsFor(sandbox: Sandbox): Clients {
 		},
 		busctl: (...args) =>
 			sandbox.run('busctl', ['--json=short', 'call', BUS_NAME, OBJECT_PATH, INTERFACE, ...args]),
-		gdbus: (method, args, user) =>
-			sandbox.run(
-				'gdbus',
-				[
-					'call',
-					'--system',
-					'--dest',
-					BUS_NAME,
-					'--object-path',
-					OBJECT_PATH,
-					'--method',
-					`${INTERFACE}.${method}`,
-					...args,
-				],
-				{ user },
-			),
+		gdbus: (method, args, user) => gdbusCall(OBJECT_PATH, `${INTERFACE}.${method}`, args, user),
+		gdbusCall,
 		memfdctl,
 		list() {
 			const result = memfdctl(['list', '--json']);

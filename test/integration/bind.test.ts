@@ -45,13 +45,14 @@ describe('bind, list, release and cleanup', { skip }, () => {
 	let executable: Clients['executable'];
 	let busctl: Clients['busctl'];
 	let gdbus: Clients['gdbus'];
+	let gdbusCall: Clients['gdbusCall'];
 	let memfdctl: Clients['memfdctl'];
 
 	before(async () => {
 		sandbox = await startSandbox();
 		service = await sandbox.startService(['--max-size', '8M']);
 		files = join(sandbox.dir, 'files');
-		({ executable, busctl, gdbus, memfdctl } = clientsFor(sandbox));
+		({ executable, busctl, gdbus, gdbusCall, memfdctl } = clientsFor(sandbox));
 	});
 
 	after(async () => {
@@ -263,28 +264,11 @@ describe('bind, list, release and cleanup', { skip }, () => {
 	});
 
 	test('properties of an unknown interface and calls on an unknown object get their own error names', () => {
-		const getAll = sandbox.run('gdbus', [
-			'call',
-			'--system',
-			'--dest',
-			BUS_NAME,
-			'--object-path',
-			OBJECT_PATH,
-			'--method',
-			'org.freedesktop.DBus.Properties.GetAll',
+		const getAll = gdbusCall(OBJECT_PATH, 'org.freedesktop.DBus.Properties.GetAll', [
 			'org.example.Nope',
 		]);
 		assert.match(getAll.stderr, /org\.freedesktop\.DBus\.Error\.UnknownInterface/);
-		const elsewhere = sandbox.run('gdbus', [
-			'call',
-			'--system',
-			'--dest',
-			BUS_NAME,
-			'--object-path',
-			'/org/opencontainers/Nope',
-			'--method',
-			`${INTERFACE}.List`,
-		]);
+		const elsewhere = gdbusCall('/org/opencontainers/Nope', `${INTERFACE}.List`, []);
 		assert.match(elsewhere.stderr, /org\.freedesktop\.DBus\.Error\.UnknownObject/);
 		const tree = sandbox.run('busctl', ['tree', BUS_NAME]);
 		assert.match(tree.stdout, /\/org\/opencontainers\/MemfdBind/);
