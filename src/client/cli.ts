@@ -224,12 +224,11 @@ async function withProxy(
 	quietWhenAbsent = false,
 ): Promise<void> {
 	const { askPassword } = program.opts<GlobalOptions>();
-	let agent: PolkitAgent | undefined;
-	const proxy = MemfdBindProxy.connect({ interactive: askPassword });
+	// The call allows a password prompt only when an agent is there to show it: in scripts, under
+	// cron or with CI set, a call that needs a password fails at once instead.
+	const agent: PolkitAgent | undefined = askPassword ? await startPolkitAgent() : undefined;
+	const proxy = MemfdBindProxy.connect({ interactive: agent !== undefined });
 	try {
-		if (askPassword) {
-			agent = await startPolkitAgent();
-		}
 		await task(proxy);
 	} catch (error: unknown) {
 		const absent =

@@ -1,6 +1,6 @@
 // Making and removing one binding: open the target once, copy it into a sealed memfd, start
 // its holder, mount the holder's magic link onto the target, and undo all of it on failure.
-import { closeSync, fstatSync, readlinkSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, readlinkSync } from 'node:fs';
 import type { Stats } from 'node:fs';
 import { ErrorName } from '../common/names.js';
 import { quote } from '../common/quote.js';
@@ -15,17 +15,14 @@ import {
 	isErrno,
 	mount,
 	openRaw,
-	openTreeClone,
 } from '../common/libc.js';
 import { magicLinkOf } from '../common/mountinfo.js';
-import type { MagicLink } from '../common/mountinfo.js';
 import type { Binding } from './binder.js';
-import { BindError, describeErrno, failure, isBindError } from './errors.js';
+import { BindError, failure, isBindError } from './errors.js';
 import { HOLDER_FD, fdTarget, spawnHolder, stopHolder } from './holder.js';
 import { log } from './log.js';
 import {
 	describeForeignMount,
-	diskFileOrigin,
 	findHolderMount,
 	unmountExactly,
 	originOf,
@@ -34,7 +31,7 @@ import {
 	topMountOf,
 	unmountTop,
 } from './mount-table.js';
-import { createSealedCopy, hashFd } from './sealed-copy.js';
+import { createSealedCopy } from './sealed-copy.js';
 import type { SealedCopy } from './sealed-copy.js';
 
 /** Binds a sealed copy of the regular file at `path` over it. */
@@ -74,58 +71,6 @@ export async function bindFile(path: string, boundBy: number, maxSize: number): 
 	}
 }
 
-/**
- * Replaces `old` with a copy of the file now on disk beneath it. The new copy is made while the
- * old one is still mounted, so a refresh that fails (file too large, vanished, replaced) keeps
- * the old binding, and the path never leaves the set of bindings.
- */
-export async function refreshFile(old: Binding, maxSize: number): Promise<Binding> {
-	const path = old.path;
-	const fds: number[] = [];
-	let holderPid = 0;
-	let lifted = false;
-	let mounted = false;
-	try {
-		const sourceFd = openDiskFile(path);
-		fds.push(sourceFd);
-		const stat = fstatSync(sourceFd);
-		if (!stat.isFile()) {
-			throw new BindError(
-				ErrorName.NotRegularFile,
-				`Failed to refresh ${quote(path)}: the file on disk is no longer a regular file`,
-			);
-		}
-		checkSize(path, stat, maxSize);
-		const held = await copyAndHold(path, sourceFd, stat, fds);
-		holderPid = held.holderPid;
-
-		unmountTop(path, old.holderPid);
-		lifted = true;
-		const targetFd = openTarget(path);
-		fds.push(targetFd);
-		const now = fstatSync(targetFd);
-		if (now.dev !== stat.dev || now.ino !== stat.ino) {
-			throw new BindError(
-				ErrorName.Failed,
-				`Failed to refresh ${quote(path)}: the file on disk was replaced during the refresh`,
-			);
-		}
-		mount(`/proc/self/fd/${held.linkFd}`, `/proc/self/fd/${targetFd}`, MS_BIND);
-		mounted = true;
-		verifyMounted(path, holderPid);
-		stopHolder(old.holderPid);
-		return toBinding(path, held.copy, stat, old.boundBy, holderPid);
-	} catch (error: unknown) {
-		undoBind(path, holderPid, mounted);
-		if (lifted) {
-			remount(old);
-		}
-		throw failure('refresh', path, error);
-	} finally {
-		closeAll(fds);
-	}
-}
-
 // mount(2) fails with ENOENT when the target was unlinked after the last check: say what happened.
 function mountOver(path: string, linkFd: number, targetFd: number): void {
 	try {
@@ -144,7 +89,7 @@ function mountOver(path: string, linkFd: number, targetFd: number): void {
 
 // The sealed copy and the holder that keeps it; the fds opened go into `fds` for the caller
 // to close.
-async function copyAndHold(
+export async function copyAndHold(
 	path: string,
 	sourceFd: number,
 	stat: Stats,
@@ -170,45 +115,7 @@ async function copyAndHold(
 	}
 }
 
-// Puts a binding back after a failed refresh: its holder still runs.
-function remount(old: Binding): void {
-	const fds: number[] = [];
-	try {
-		fds.push(openRaw(`/proc/${old.holderPid}/fd/${HOLDER_FD}`, O_PATH | O_NOFOLLOW | O_CLOEXEC));
-		fds.push(openTarget(old.path));
-		mount(`/proc/self/fd/${fds[0]}`, `/proc/self/fd/${fds[1]}`, MS_BIND);
-	} catch (error: unknown) {
-		// The state file still names the path: the next start binds it afresh.
-		log.error(`Failed to put back the binding of ${quote(old.path)}: ${describeErrno(error)}`);
-	} finally {
-		closeAll(fds);
-	}
-}
-
-// The file on disk beneath any mount at `path`, read through a non-recursive clone of its
-// directory's mount.
-function openDiskFile(path: string): number {
-	const slash = path.lastIndexOf('/');
-	const tree = openTreeClone(path.slice(0, slash) || '/');
-	try {
-		return openRaw(
-			`/proc/self/fd/${tree}/${path.slice(slash + 1)}`,
-			O_RDONLY | O_NOFOLLOW | O_CLOEXEC,
-		);
-	} catch (error: unknown) {
-		if (isErrno(error, 'ENOENT')) {
-			throw new BindError(
-				ErrorName.NotFound,
-				`Failed to refresh ${quote(path)}: the file on disk is gone`,
-			);
-		}
-		throw error;
-	} finally {
-		closeSync(tree);
-	}
-}
-
-function checkSize(path: string, stat: Stats, maxSize: number): void {
+export function checkSize(path: string, stat: Stats, maxSize: number): void {
 	if (stat.size > maxSize) {
 		throw new BindError(
 			ErrorName.TooLarge,
@@ -217,7 +124,7 @@ function checkSize(path: string, stat: Stats, maxSize: number): void {
 	}
 }
 
-function toBinding(
+export function toBinding(
 	path: string,
 	copy: SealedCopy,
 	stat: Stats,
@@ -240,13 +147,13 @@ function toBinding(
 	};
 }
 
-function closeAll(fds: number[]): void {
+export function closeAll(fds: number[]): void {
 	for (const fd of fds) {
 		closeSync(fd);
 	}
 }
 
-function openTarget(path: string): number {
+export function openTarget(path: string): number {
 	try {
 		return openRaw(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	} catch (error: unknown) {
@@ -331,7 +238,7 @@ function checkStillThere(path: string, targetFd: number): void {
 
 // The mount is found by its holder, not by the name, so a path renamed in the last moment is
 // seen for what it is: a mount that landed somewhere else.
-function verifyMounted(path: string, holderPid: number): void {
+export function verifyMounted(path: string, holderPid: number): void {
 	const ours = findHolderMount(holderPid);
 	const top = ours === undefined ? undefined : topMountAt(path);
 	const onTop = top?.entry.mountId === ours?.mountId;
@@ -348,7 +255,7 @@ function verifyMounted(path: string, holderPid: number): void {
 
 // Removes what a failed Bind made. A holder whose mount cannot be removed is left running:
 // killing it would leave a binary that can neither run nor be unmounted by name.
-function undoBind(path: string, holderPid: number, mounted: boolean): void {
+export function undoBind(path: string, holderPid: number, mounted: boolean): void {
 	if (holderPid === 0) {
 		return;
 	}
@@ -362,6 +269,11 @@ function undoBind(path: string, holderPid: number, mounted: boolean): void {
 	stopHolder(holderPid);
 }
 
+/**
+ * Unmounts a binding and stops its holder. The holder is stopped only once no mount uses it:
+ * killing it under a mount that something covers, or that moved with a renamed directory, would
+ * leave a binary that can neither run nor be unmounted by name.
+ */
 export function unbindFile(binding: Binding): void {
 	try {
 		unmountTop(binding.path, binding.holderPid);
@@ -369,40 +281,20 @@ export function unbindFile(binding: Binding): void {
 		if (!isBindError(error, ErrorName.NotBound)) {
 			throw failure('unmount', binding.path, error);
 		}
-		log.warning(`${error.message}; forgetting the binding`);
-	}
-	stopHolder(binding.holderPid);
-}
-
-export async function adoptHolder(path: string, link: MagicLink): Promise<Binding | undefined> {
-	let fd = -1;
-	try {
-		fd = openRaw(`/proc/${link.pid}/fd/${link.fd}`, O_RDONLY | O_CLOEXEC);
-		const stat = fstatSync(fd);
-		const seals = getSeals(fd);
-		const started = statSync(`/proc/${link.pid}`).mtimeMs;
-		return {
-			path,
-			size: stat.size,
-			sha256: await hashFd(fd, stat.size),
-			seals,
-			mode: stat.mode & 0o777,
-			uid: stat.uid,
-			gid: stat.gid,
-			boundAt: Math.round(started * 1000),
-			boundBy: 0,
-			memfdName: (fdTarget(link.pid, link.fd) ?? '')
-				.replace(/^\/memfd:/, '')
-				.replace(/ \(deleted\)$/, ''),
-			holderPid: link.pid,
-			origin: diskFileOrigin(path),
-		};
-	} catch (error: unknown) {
-		log.warning(`Failed to adopt the binding at ${quote(path)}: ${describeErrno(error)}, ignoring`);
-		return undefined;
-	} finally {
-		if (fd >= 0) {
-			closeSync(fd);
+		const elsewhere = findHolderMount(binding.holderPid);
+		if (elsewhere !== undefined && !unmountExactly(elsewhere)) {
+			throw new BindError(
+				ErrorName.Failed,
+				`Failed to release ${quote(binding.path)}: its mount at ${quote(elsewhere.mountPoint)} is covered by another mount; the copy stays in place`,
+			);
 		}
+		if (elsewhere === undefined) {
+			log.warning(
+				`The memfd mount of ${quote(binding.path)} was already gone; forgetting the binding`,
+			);
+		}
+	}
+	if (findHolderMount(binding.holderPid) === undefined) {
+		stopHolder(binding.holderPid, binding.memfdName);
 	}
 }

@@ -4,9 +4,11 @@
 import { ErrorName } from '../common/names.js';
 import { quote } from '../common/quote.js';
 import { magicLinkOf, readMountInfo } from '../common/mountinfo.js';
-import { adoptHolder, bindFile, refreshFile, unbindFile } from './bind-file.js';
+import { adoptHolder } from './adopt.js';
+import { bindFile, unbindFile } from './bind-file.js';
+import { refreshFile } from './refresh-file.js';
 import { BindError, describeErrno } from './errors.js';
-import { fdTarget, findHolders, isHolder, stopHolder } from './holder.js';
+import { fdTarget, findHolders, holdsMemfd, isHolder, stopHolder } from './holder.js';
 import { log } from './log.js';
 import { diskFileOrigin, foreignView, isLinkAlive, removeStaleMounts } from './mount-table.js';
 import { canonicalPath } from './paths.js';
@@ -65,23 +67,34 @@ export class Binder {
 	constructor(private readonly options: BinderOptions) {}
 
 	/** Binds a sealed copy of the file at `path` over it; `path` must be validated already. */
-	async bind(path: string, boundBy: number): Promise<Binding> {
+	async bind(path: string, boundBy: number, stillWanted = () => true): Promise<Binding> {
 		const canonical = canonicalPath(path);
 		return this.locks.run(canonical, async () => {
+			if (!stillWanted()) {
+				throw new BindError(
+					ErrorName.NotBound,
+					`Failed to bind ${quote(canonical)}: it was released while the call waited`,
+				);
+			}
 			const existing = this.bindings.get(canonical);
-			if (existing !== undefined && isHolder(existing.holderPid)) {
+			if (existing !== undefined && holderAlive(existing)) {
 				throw alreadyBoundByUs(existing);
 			}
 			if (existing !== undefined) {
-				// Our holder died (killed by hand): the stale mount goes, and the binding is made anew.
+				// Our holder died (killed by hand): the stale mount goes, and the binding is made
+				// anew. The record stays until then, so a failed attempt does not forget the path.
 				removeStaleMounts(canonical);
-				this.bindings.delete(canonical);
 			}
 			const binding = await bindFile(canonical, boundBy, this.options.maxSize);
 			this.bindings.set(canonical, binding);
 			this.options.onChange?.();
 			return binding;
 		});
+	}
+
+	/** Runs `task` while no other operation on `path` (canonical) runs. */
+	async withLock<T>(path: string, task: () => Promise<T>): Promise<T> {
+		return this.locks.run(path, task);
 	}
 
 	/** Unmounts the binding at `path` and stops its holder. */
@@ -131,7 +144,8 @@ export class Binder {
 		}
 		const canonical = canonicalPath(path);
 		return this.locks.run(canonical, async () => {
-			if (this.bindings.has(canonical) && isHolder(this.bindings.get(canonical)!.holderPid)) {
+			const current = this.bindings.get(canonical);
+			if (current !== undefined && holderAlive(current)) {
 				throw new BindError(
 					ErrorName.AlreadyBound,
 					`Failed to clean up ${quote(canonical)}: it is bound by this service; use Release`,
@@ -171,7 +185,8 @@ export class Binder {
 				released.push(path);
 				log.info(`Released ${quote(path)}`);
 			} catch (error: unknown) {
-				log.warning(`Failed to release ${quote(path)}: ${describeErrno(error)}, ignoring`);
+				// The error names the path and the reason already.
+				log.warning(`${describeErrno(error)}, ignoring`);
 			}
 		}
 		return released;
@@ -233,11 +248,12 @@ export class Binder {
 			}
 		}
 		for (const mountPoint of candidates) {
-			const binding = this.bindings.get(mountPoint);
-			if (binding !== undefined && isHolder(binding.holderPid)) {
-				continue;
-			}
 			await this.locks.run(mountPoint, async () => {
+				// Checked under the lock: a Bind that held it may have just made a live binding here.
+				const binding = this.bindings.get(mountPoint);
+				if (binding !== undefined && holderAlive(binding)) {
+					return;
+				}
 				removed.push(...removeStaleMounts(mountPoint));
 				if (this.bindings.delete(mountPoint)) {
 					this.options.onChange?.();
@@ -248,8 +264,12 @@ export class Binder {
 	}
 }
 
+function holderAlive(binding: Binding): boolean {
+	return holdsMemfd(binding.holderPid, binding.memfdName);
+}
+
 function stateOf(binding: Binding): BindingState {
-	if (!isHolder(binding.holderPid) || !isLinkAlive(binding.path)) {
+	if (!holderAlive(binding) || !isLinkAlive(binding.path)) {
 		return 'stale';
 	}
 	return isOutdated(binding) ? 'outdated' : 'active';

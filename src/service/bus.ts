@@ -102,7 +102,25 @@ async function dispatch(bus: MessageBus, spec: ObjectSpec, msg: BusMessage): Pro
 		);
 		return;
 	}
-	bus.send(Message.newMethodReturn(msg, reply.signature, reply.body));
+	try {
+		bus.send(Message.newMethodReturn(msg, reply.signature, reply.body));
+	} catch (error: unknown) {
+		// Marshalling happens here, synchronously; a throw must not become an unhandled rejection.
+		log.error(
+			`Failed to send the reply to ${msg.member} from ${msg.sender}: ${(error as Error).message}`,
+		);
+		try {
+			bus.send(
+				Message.newError(
+					msg as never,
+					ErrorName.Failed,
+					`Failed to ${msg.member}: the reply could not be sent`,
+				),
+			);
+		} catch {
+			// The bus is gone; watchBus ends the service.
+		}
+	}
 }
 
 async function route(spec: ObjectSpec, msg: BusMessage): Promise<Reply> {

@@ -22,6 +22,11 @@ export function startHash(fd: number): HashJob {
 	send(thread, { kind: 'start', id, fd });
 	const finish = (kind: 'digest' | 'abort') =>
 		new Promise<HashReply>((resolve) => {
+			// A worker that died answers nothing: settle at once instead of waiting forever.
+			if (worker !== thread) {
+				resolve({ id, error: 'the hash worker stopped' });
+				return;
+			}
 			waiting.set(id, resolve);
 			send(thread, { kind, id });
 		});
@@ -53,13 +58,19 @@ function ensureWorker(): Worker {
 			waiting.get(reply.id)?.(reply);
 			waiting.delete(reply.id);
 		});
-		worker.on('error', (error: Error) => {
+		const thread = worker;
+		const lose = (reason: string) => {
+			if (worker !== thread) {
+				return;
+			}
+			worker = undefined;
 			for (const resolve of waiting.values()) {
-				resolve({ id: 0, error: `hash worker failed: ${error.message}` });
+				resolve({ id: 0, error: reason });
 			}
 			waiting.clear();
-			worker = undefined;
-		});
+		};
+		worker.on('error', (error: Error) => lose(`the hash worker failed: ${error.message}`));
+		worker.on('exit', (code: number) => lose(`the hash worker exited with ${code}`));
 	}
 	return worker;
 }

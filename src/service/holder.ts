@@ -41,6 +41,11 @@ export function isHolder(pid: number): boolean {
 	}
 }
 
+/** Tells whether `pid` is the holder of the memfd named `memfdName` (not a reused pid). */
+export function holdsMemfd(pid: number, memfdName: string): boolean {
+	return isHolder(pid) && fdTarget(pid, HOLDER_FD) === `/memfd:${memfdName} (deleted)`;
+}
+
 /** Returns the memfd name behind a process's fd, e.g. `/memfd:memfd-bind:/x (deleted)`. */
 export function fdTarget(pid: number, fd: number): string | undefined {
 	try {
@@ -59,9 +64,18 @@ export function processName(pid: number): string | undefined {
 	}
 }
 
-/** Stops a holder; does nothing when the pid is no longer a holder (gone, or reused). */
-export function stopHolder(pid: number): boolean {
-	if (!isHolder(pid)) {
+/**
+ * Stops a holder. Does nothing unless the pid still is a holder of a memfd-bind memfd (named
+ * `memfdName` when given), so a pid reused by another process, even another holder, is spared.
+ */
+export function stopHolder(pid: number, memfdName?: string): boolean {
+	const target = fdTarget(pid, HOLDER_FD) ?? '';
+	const expected = memfdName === undefined ? undefined : `/memfd:${memfdName} (deleted)`;
+	if (
+		!isHolder(pid) ||
+		!target.startsWith('/memfd:memfd-bind:') ||
+		(expected !== undefined && target !== expected)
+	) {
 		return false;
 	}
 	try {

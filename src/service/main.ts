@@ -12,7 +12,7 @@ import { serveObject } from './bus.js';
 import { describeErrno } from './errors.js';
 import { log, setDebug } from './log.js';
 import { Manager } from './manager.js';
-import { validatePath } from './paths.js';
+import { tryCanonicalPath, validatePath } from './paths.js';
 import { StateStore, readDeclaredPaths } from './state.js';
 import type { SavedBinding } from './state.js';
 
@@ -72,6 +72,8 @@ async function restore(
 		const entry = saved.find((candidate) => candidate.path === binding.path);
 		binding.boundBy = entry?.boundBy ?? binding.boundBy;
 		binding.boundAt = entry?.boundAt ?? binding.boundAt;
+		// The file as it was when copied: a file upgraded while the service was down is outdated.
+		binding.origin = entry?.origin ?? binding.origin;
 		log.info(`Adopted the binding of ${quote(binding.path)} (holder pid ${binding.holderPid})`);
 	}
 	for (const view of foreign) {
@@ -101,9 +103,11 @@ async function restore(
 			`${suspended} binding(s) are suspended (the apt hook lifts them while dpkg runs); memfdctl resume binds them again`,
 		);
 	}
+	// Declared paths are compared in canonical form: /bin/runc is /usr/bin/runc on merged /usr.
 	for (const declared of readDeclaredPaths(configDir, validatePath)) {
-		if (!wanted.has(declared.path) && !manager.isSuspended(declared.path)) {
-			wanted.set(declared.path, { path: declared.path, boundBy: 0, boundAt: Date.now() * 1000 });
+		const path = tryCanonicalPath(declared.path) ?? declared.path;
+		if (!wanted.has(path) && !manager.isSuspended(path)) {
+			wanted.set(path, { path, boundBy: 0, boundAt: Date.now() * 1000 });
 		}
 	}
 
@@ -122,7 +126,7 @@ async function restore(
 		if (binder.bindings.has(entry.path)) {
 			continue;
 		}
-		const binding = await manager.bindParked(entry);
+		const binding = await manager.bindParked(entry, false);
 		if (binding !== undefined) {
 			log.info(
 				`Restored the binding of ${quote(binding.path)} sha256=${binding.sha256} holder=${binding.holderPid}`,

@@ -9,7 +9,7 @@ import type { Authorizer } from './authorize.js';
 import type { Binder, Binding, BindingView } from './binder.js';
 import { emitSignal, loadInterfaceXml } from './bus.js';
 import type { ObjectSpec } from './bus.js';
-import { BindError, describeErrno } from './errors.js';
+import { BindError, describeErrno, isBindError } from './errors.js';
 import { log } from './log.js';
 import { canonicalPath, tryCanonicalPath, validatePath } from './paths.js';
 import { encodeRecord } from './record.js';
@@ -75,6 +75,7 @@ export class Manager {
 			path: binding.path,
 			boundBy: binding.boundBy,
 			boundAt: binding.boundAt,
+			origin: binding.origin,
 		}));
 		saved.push(...[...this.parked.values()].filter((entry) => !live.has(entry.path)));
 		try {
@@ -120,14 +121,21 @@ export class Manager {
 
 		const { uid, canonical } = await this.authorizePath(msg, Action.release, path);
 
-		// A parked path is only remembered: releasing it means forgetting it.
-		const parked = this.parked.delete(canonical);
-		if (parked && !this.options.binder.bindings.has(canonical)) {
-			this.persist();
+		// A parked path is only remembered: releasing it means forgetting it. Under the path's
+		// lock, so a Resume binding it right now either finishes first or sees it forgotten.
+		const binder = this.options.binder;
+		const forgotten = await binder.withLock(canonical, async () => {
+			const parked = this.parked.delete(canonical);
+			if (parked) {
+				this.persist();
+			}
+			return parked && !binder.bindings.has(canonical);
+		});
+		if (forgotten) {
 			log.info(`Forgot the parked binding of ${quote(canonical)} (requested by uid=${uid})`);
 			return [];
 		}
-		await this.options.binder.release(canonical);
+		await binder.release(canonical);
 		log.info(`Released ${quote(canonical)} (requested by uid=${uid})`);
 		emitSignal(this.options.bus, INTERFACE, 'Released', 's', [canonical]);
 		return [];
@@ -184,9 +192,7 @@ export class Manager {
 				emitSignal(this.options.bus, INTERFACE, 'Released', 's', [path]);
 			} catch (error: unknown) {
 				this.parked.delete(path);
-				log.warning(
-					`Failed to suspend the binding of ${quote(path)}: ${describeErrno(error)}, ignoring`,
-				);
+				log.warning(`${describeErrno(error)}; ${quote(path)} stays bound`);
 			}
 		}
 		this.persist();
@@ -203,7 +209,7 @@ export class Manager {
 			if (binding !== undefined) {
 				logBound('Resumed', binding, uid);
 				records.push(encodeRecord({ ...binding, state: 'active' }));
-			} else {
+			} else if (this.parked.has(entry.path)) {
 				records.push(encodeRecord(parkedView(this.parked.get(entry.path)!)));
 			}
 		}
@@ -215,20 +221,22 @@ export class Manager {
 	 * Binds a parked path; a failure keeps it parked with the reason, so it is neither lost
 	 * from the state file nor bound behind the administrator's back.
 	 */
-	async bindParked(entry: SavedBinding): Promise<Binding | undefined> {
+	async bindParked(entry: SavedBinding, requireParked = true): Promise<Binding | undefined> {
 		try {
-			const binding = await this.options.binder.bind(entry.path, entry.boundBy);
+			// A Release of the path while this waited for the lock wins: it stays forgotten.
+			const stillWanted = () => !requireParked || this.parked.has(entry.path);
+			const binding = await this.options.binder.bind(entry.path, entry.boundBy, stillWanted);
 			this.parked.delete(entry.path);
 			emitSignal(this.options.bus, INTERFACE, 'Bound', 's', [binding.path]);
 			return binding;
 		} catch (error: unknown) {
-			if (this.options.binder.bindings.has(entry.path)) {
+			if (this.options.binder.bindings.has(entry.path) || isBindError(error, ErrorName.NotBound)) {
 				this.parked.delete(entry.path);
 				return undefined;
 			}
 			const reason = (error as Error).message;
 			this.parked.set(entry.path, { ...entry, suspended: undefined, failed: reason });
-			log.error(`Failed to bind ${quote(entry.path)} again: ${reason}; it stays in the state file`);
+			log.error(`${reason}; ${quote(entry.path)} stays in the state file, to be bound again later`);
 			return undefined;
 		} finally {
 			this.persist();

@@ -12,6 +12,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { quote } from '../common/quote.js';
+import type { Origin } from './binder.js';
 import { describeErrno } from './errors.js';
 import { log } from './log.js';
 
@@ -27,6 +28,8 @@ export interface SavedBinding {
 	boundAt: number;
 	suspended?: boolean;
 	failed?: string;
+	/** The file on disk that the copy was made from, to tell an outdated binding after a restart. */
+	origin?: Origin;
 }
 
 /** Reads and writes `<stateDir>/bindings.json`. */
@@ -48,11 +51,15 @@ export class StateStore {
 			return [];
 		}
 		try {
-			const data = JSON.parse(text) as { bindings?: SavedBinding[] };
-			return (data.bindings ?? []).filter((entry) => typeof entry?.path === 'string');
+			const data = JSON.parse(text) as { bindings?: unknown[] };
+			return (data.bindings ?? []).filter(isSavedBinding);
 		} catch (error: unknown) {
-			log.warning(
-				`Failed to parse ${quote(file)}: ${(error as Error).message}, starting with no saved bindings`,
+			// Kept aside, not overwritten by the next save: it may be the only record of what an
+			// administrator bound.
+			const aside = `${file}.broken-${Date.now()}`;
+			renameSync(file, aside);
+			log.error(
+				`Failed to parse ${quote(file)}: ${(error as Error).message}; moved it to ${quote(aside)}, starting with no saved bindings`,
 			);
 			return [];
 		}
@@ -78,6 +85,19 @@ export class StateStore {
 			closeSync(dir);
 		}
 	}
+}
+
+// A record as the service writes it; anything else in the file is ignored.
+function isSavedBinding(entry: unknown): entry is SavedBinding {
+	const candidate = entry as Partial<SavedBinding> | null;
+	return (
+		typeof candidate?.path === 'string' &&
+		Number.isSafeInteger(candidate.boundBy) &&
+		(candidate.boundBy ?? -1) >= 0 &&
+		Number.isSafeInteger(candidate.boundAt) &&
+		(candidate.suspended === undefined || typeof candidate.suspended === 'boolean') &&
+		(candidate.failed === undefined || typeof candidate.failed === 'string')
+	);
 }
 
 /** A path an administrator declared in a config file, with where it came from. */

@@ -99,6 +99,10 @@ export async function startSandbox(options: BusOptions = {}): Promise<Sandbox> {
 			});
 		},
 		async startService(args = []) {
+			// One service per bus: one left running by a failed test must not fail the next ones.
+			for (const earlier of services) {
+				await earlier.stop('SIGTERM');
+			}
 			const service = await startService(sandbox, args);
 			services.push(service);
 			return service;

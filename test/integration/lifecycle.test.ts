@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
 	chmodSync,
+	closeSync,
 	copyFileSync,
 	existsSync,
 	mkdirSync,
@@ -17,6 +18,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { MFD_CLOEXEC, memfdCreate } from '../../src/common/libc.js';
 import { clientsFor } from '../helpers/clients.js';
 import type { Clients } from '../helpers/clients.js';
 import { foreignMemfdMount, killAndWait, mountsAt, sealsAt } from '../helpers/mounts.js';
@@ -152,7 +154,15 @@ describe('bindings across crashes, restarts and upgrades', { skip }, () => {
 		const kept = list().find((entry) => entry.Path === path)?.HolderPid as number;
 		await service.stop('SIGKILL');
 		// What a crash between starting a holder and mounting leaves: a holder nobody mounts.
+		const memfd = memfdCreate('memfd-bind:/never/mounted', MFD_CLOEXEC);
 		const orphan = spawn('/bin/sleep', ['infinity'], {
+			argv0: 'memfd-bind-holder',
+			detached: true,
+			stdio: ['ignore', 'ignore', 'ignore', memfd],
+		});
+		closeSync(memfd);
+		// Same name, no memfd: a pid that merely looks like a holder is never killed.
+		const lookalike = spawn('/bin/sleep', ['infinity'], {
 			argv0: 'memfd-bind-holder',
 			detached: true,
 			stdio: 'ignore',
@@ -165,6 +175,8 @@ describe('bindings across crashes, restarts and upgrades', { skip }, () => {
 			() => 'the orphan holder still runs',
 		);
 		assert.equal(orphan.signalCode, 'SIGKILL');
+		assert.equal(lookalike.exitCode, null, 'the lookalike still runs');
+		lookalike.kill('SIGKILL');
 		assert.ok(existsSync(`/proc/${kept}/fd/3`), 'the holder of the binding still runs');
 		assert.match(restarted.log(), new RegExp(`Stopped holder pid ${orphan.pid}: no mount uses it`));
 		assert.equal(memfdctl('release', path).status, 0);
