@@ -38,8 +38,9 @@ export class Authorizer {
 		action: ActionId,
 		path: string,
 		shownPath: string = path,
+		knownUid?: number,
 	): Promise<Decision> {
-		const uid = await this.callerUid(msg.sender, action, shownPath);
+		const uid = knownUid ?? (await this.callerUid(msg.sender, action, shownPath));
 		if (uid === 0) {
 			log.info(`Authorized ${action} on ${quote(path)} for uid=0 (root, polkit not asked)`);
 			return { uid, via: 'root' };

@@ -11,7 +11,7 @@ import { emitSignal, loadInterfaceXml } from './bus.js';
 import type { ObjectSpec } from './bus.js';
 import { BindError, describeErrno, isBindError } from './errors.js';
 import { log } from './log.js';
-import { canonicalPath, tryCanonicalPath, validatePath } from './paths.js';
+import { canonicalPath, validatePath } from './paths.js';
 import { encodeRecord } from './record.js';
 import type { SavedBinding, StateStore } from './state.js';
 
@@ -255,23 +255,32 @@ export class Manager {
 	}
 
 	/**
-	 * Authorizes a call on `path` and returns the canonical path to act on. For a caller that is
-	 * not root the path is resolved only quietly before polkit answers: an error that tells
-	 * whether a directory exists, or where a symlink leads, reaches only an authorized caller.
+	 * Authorizes a call on `path` and returns the canonical path to act on. Root's path is
+	 * resolved first. Anyone else's is not touched before polkit answers, and polkit (and so the
+	 * caller's own password prompt) sees it exactly as sent: nothing tells an unauthorized
+	 * caller whether a directory exists or where a symlink in it leads, and a slow file system
+	 * cannot stall the service for a caller nobody authorized. An authorized caller must then
+	 * name the canonical path, so a rule granting one path never covers another.
 	 */
 	private async authorizePath(
 		msg: BusMessage,
 		action: ActionId,
 		path: string,
 	): Promise<{ uid: number; canonical: string }> {
-		const resolved = tryCanonicalPath(path);
-		const { uid } = await this.options.authorizer.authorize(msg, action, resolved ?? path, path);
+		const authorizer = this.options.authorizer;
+		const uid = await authorizer.callerUid(msg.sender, action, path);
+		if (uid === 0) {
+			const canonical = canonicalPath(path);
+			await authorizer.authorize(msg, action, canonical, path, uid);
+			return { uid, canonical };
+		}
 
+		await authorizer.authorize(msg, action, path, path, uid);
 		const canonical = canonicalPath(path);
-		if (uid !== 0 && canonical !== (resolved ?? path)) {
+		if (canonical !== path) {
 			throw new BindError(
-				ErrorName.AccessDenied,
-				`Not authorized to perform ${action} on ${quote(path)}: the path resolved differently after authorization`,
+				ErrorName.InvalidPath,
+				`Invalid path ${quote(path)}: it resolves to ${quote(canonical)}; call again with that path`,
 			);
 		}
 		return { uid, canonical };

@@ -3,8 +3,16 @@
 // service, and real non-root callers (nobody, daemon) through busctl, dbus-send and memfdctl.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import {
+	chmodSync,
+	copyFileSync,
+	existsSync,
+	mkdirSync,
+	readFileSync,
+	readdirSync,
+	symlinkSync,
+} from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { mountTable, mountsAt } from '../helpers/mounts.js';
@@ -228,6 +236,26 @@ describe('polkit authorization with the real polkitd', { skip }, () => {
 			user: 'nobody',
 		});
 		assert.equal(introspected.status, 0, introspected.stderr);
+	});
+
+	test('an authorized caller naming a path through a symlinked folder is asked for the canonical path', async () => {
+		const path = executable('daemon-canonical');
+		const alias = join(sandbox.dir, 'alias-dir');
+		symlinkSync(dirname(path), alias);
+		const aliased = join(alias, basename(path));
+		await polkitTool(['allow', '--group', 'daemon', '--path', aliased, '--rules-dir', rulesDir]);
+		try {
+			const before = mountTable();
+			const refused = memfdctl(['bind', aliased], 'daemon');
+			assert.equal(refused.status, 1, refused.stderr);
+			assert.equal(
+				refused.stderr,
+				`memfdctl: cannot bind ${aliased}: it resolves to '${path}'; call again with that path\n`,
+			);
+			assert.deepEqual(mountTable(), before);
+		} finally {
+			await polkitTool(['revoke', '--group', 'daemon', '--rules-dir', rulesDir]);
+		}
 	});
 
 	test('a grant from memfdctl polkit allow lets daemon bind and release its path only, until revoked', async () => {
