@@ -1,6 +1,6 @@
 // `memfdctl status`: a local look at a path, needing no service. It reports what runc and crun
 // will see: whether the path opens as a memfd and which seals it carries.
-import { closeSync, fstatSync, readlinkSync } from 'node:fs';
+import { closeSync, readlinkSync } from 'node:fs';
 import { getSystemErrorMap } from 'node:util';
 import { O_CLOEXEC, O_RDONLY, RUNC_SEALS, getSeals, isErrno, openRaw } from '../common/libc.js';
 import { magicLinkOf, readMountInfo } from '../common/mountinfo.js';
@@ -29,7 +29,6 @@ export async function localStatus(path: string): Promise<PathStatus> {
 		fd = openRaw(path, O_RDONLY | O_CLOEXEC);
 		status.target = readlinkSync(`/proc/self/fd/${fd}`);
 		status.memfd = status.target.startsWith('/memfd:');
-		fstatSync(fd);
 		status.seals = getSeals(fd);
 	} catch (error: unknown) {
 		if (!isErrno(error, 'EINVAL')) {

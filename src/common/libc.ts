@@ -16,8 +16,6 @@ export const F_SEAL_SEAL = 0x0001;
 export const F_SEAL_SHRINK = 0x0002;
 export const F_SEAL_GROW = 0x0004;
 export const F_SEAL_WRITE = 0x0008;
-export const F_SEAL_FUTURE_WRITE = 0x0010;
-export const F_SEAL_EXEC = 0x0020;
 
 // The seals runc 1.1.x and crun compare against with `==`, and runc 1.2+ with a mask. Adding
 // F_SEAL_EXEC or F_SEAL_FUTURE_WRITE would make the exact comparison fail.

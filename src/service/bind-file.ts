@@ -236,16 +236,15 @@ function checkStillThere(path: string, targetFd: number): void {
 	}
 }
 
-// The mount is found by its holder, not by the name, so a path renamed in the last moment is
-// seen for what it is: a mount that landed somewhere else.
+// The top mount at the path must be this holder's magic link: a path renamed in the last moment
+// shows something else there, and undoBind then finds the mount by its holder wherever it landed.
 export function verifyMounted(path: string, holderPid: number): void {
-	const ours = findHolderMount(holderPid);
-	const top = ours === undefined ? undefined : topMountAt(path);
-	const onTop = top?.entry.mountId === ours?.mountId;
+	const top = topMountAt(path);
+	const link = top === undefined ? undefined : magicLinkOf(top.entry);
 	if (top !== undefined) {
 		closeSync(top.fd);
 	}
-	if (ours === undefined || ours.mountPoint !== path || !onTop || pathSeals(path) !== RUNC_SEALS) {
+	if (link?.pid !== holderPid || link.fd !== HOLDER_FD || pathSeals(path) !== RUNC_SEALS) {
 		throw new BindError(
 			ErrorName.Failed,
 			`Failed to bind ${quote(path)}: the path was moved or replaced while it was being mounted`,

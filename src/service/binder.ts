@@ -8,7 +8,14 @@ import { adoptHolder } from './adopt.js';
 import { bindFile, unbindFile } from './bind-file.js';
 import { refreshFile } from './refresh-file.js';
 import { BindError, describeErrno } from './errors.js';
-import { fdTarget, findHolders, holdsMemfd, isHolder, stopHolder } from './holder.js';
+import {
+	HELD_MEMFD_PREFIX,
+	fdTarget,
+	findHolders,
+	holdsMemfd,
+	isHolder,
+	stopHolder,
+} from './holder.js';
 import { log } from './log.js';
 import { diskFileOrigin, foreignView, isLinkAlive, removeStaleMounts } from './mount-table.js';
 import { canonicalPath } from './paths.js';
@@ -56,8 +63,6 @@ export interface BinderOptions {
 	/** Called after every change to the set of bindings. */
 	onChange?: () => void;
 }
-
-const MEMFD_PREFIX = '/memfd:memfd-bind:';
 
 /** Owns the bindings and serialises every operation per path. */
 export class Binder {
@@ -221,7 +226,7 @@ export class Binder {
 				stale.push(entry.mountPoint);
 				continue;
 			}
-			if (!target.startsWith(MEMFD_PREFIX) || !isHolder(link.pid)) {
+			if (!target.startsWith(HELD_MEMFD_PREFIX) || !isHolder(link.pid)) {
 				foreign.push(foreignView(entry, link));
 				continue;
 			}

@@ -6,6 +6,8 @@ import { readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs'
 /** argv[0] of every holder; `ps` and the adoption at start-up recognise holders by it. */
 export const HOLDER_NAME = 'memfd-bind-holder';
 export const HOLDER_FD = 3;
+/** How a holder's fd 3 reads once its memfd is made: `/memfd:memfd-bind:<path> (deleted)`. */
+export const HELD_MEMFD_PREFIX = '/memfd:memfd-bind:';
 const SLEEP = '/bin/sleep';
 
 /** Starts a holder that keeps `memfd` open; returns its pid once it runs. */
@@ -69,13 +71,11 @@ export function processName(pid: number): string | undefined {
  * `memfdName` when given), so a pid reused by another process, even another holder, is spared.
  */
 export function stopHolder(pid: number, memfdName?: string): boolean {
-	const target = fdTarget(pid, HOLDER_FD) ?? '';
-	const expected = memfdName === undefined ? undefined : `/memfd:${memfdName} (deleted)`;
-	if (
-		!isHolder(pid) ||
-		!target.startsWith('/memfd:memfd-bind:') ||
-		(expected !== undefined && target !== expected)
-	) {
+	const held =
+		memfdName === undefined
+			? isHolder(pid) && (fdTarget(pid, HOLDER_FD) ?? '').startsWith(HELD_MEMFD_PREFIX)
+			: holdsMemfd(pid, memfdName);
+	if (!held) {
 		return false;
 	}
 	try {
